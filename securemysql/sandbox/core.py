@@ -69,8 +69,10 @@ class SandboxInfo:
     pid: int
 
     def to_json_dict(self) -> dict[str, Any]:
+        """Return the details as JSON-ready data, without the native and admin passwords."""
         data = asdict(self)
         data["env"] = dict(self.env)
+        del data["native_password"], data["admin_password"]
         return data
 
 
@@ -174,7 +176,7 @@ class Sandbox:
         script_directory = self._directory / "pam"
         self.verifier.write_pam_script(script_directory)
         self._pam_service = f"{pam.SERVICE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        pam.create_service(self._pam_service, script_directory)
+        pam.create_service(self._pam_service, script_directory, self.verifier.port)
 
         self.identity = IdentityEndpoint(
             self.authority,

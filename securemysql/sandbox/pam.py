@@ -50,14 +50,22 @@ def _all_module_dirs() -> list[str]:
     return list(dict.fromkeys([*_PAM_SCRIPT_MODULE_DIRECTORIES, *found]))
 
 
-def create_service(name: str, script_directory: Path) -> Path:
-    """Write ``/etc/pam.d/<name>`` that runs ``pam_script_auth`` from ``script_directory``."""
-    path = PAM_DIRECTORY / name
-    path.write_text(
-        "# Created by securemysql's sandbox; removed when the sandbox stops.\n"
-        f"auth required pam_script.so dir={script_directory}\n"
+def service_text(script_directory: Path | str, verifier_port: int, verifier_host: str) -> str:
+    """Return the PAM service definition that runs ``pam_script_auth`` for every login."""
+    return (
+        "# Created by securemysql's sandbox.\n"
+        f"auth required pam_script.so dir={script_directory} "
+        f"verifier_host={verifier_host} verifier_port={verifier_port}\n"
         "account required pam_permit.so\n"
     )
+
+
+def create_service(
+    name: str, script_directory: Path, verifier_port: int, verifier_host: str = "127.0.0.1"
+) -> Path:
+    """Write ``/etc/pam.d/<name>``; the sandbox removes it when it stops."""
+    path = PAM_DIRECTORY / name
+    path.write_text(service_text(script_directory, verifier_port, verifier_host))
     os.chmod(path, 0o644)
     return path
 
