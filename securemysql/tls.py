@@ -11,8 +11,9 @@ Host-name checks: Python's ``ssl`` module checks the name passed as
 ``server_hostname`` against the certificate's subjectAltName entries. When that
 name is an IP address, only IP address entries match. When the client connects
 through a private IP address (for example a private endpoint), set
-``TLSConfig.server_hostname`` to the server's DNS name. The drivers then
-connect to the IP address but check the certificate against that name.
+``TLSConfig.server_hostname`` to the server's DNS name: the context that
+``TLSConfig.create_ssl_context()`` returns then checks the certificate against
+that name while the driver connects to the IP address.
 
 Default CA bundle: certifi's bundle plus the Azure Database for MySQL root CAs
 that certifi lacks, taken from ``securemysql/data/azure-root-cas.pem``. It is
@@ -25,11 +26,14 @@ from __future__ import annotations
 import atexit
 import binascii
 import hashlib
+import ipaddress
 import logging
 import os
 import re
 import shutil
+import socket
 import ssl
+import struct
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -57,11 +61,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AZURE_ROOT_CAS",
     "MINIMUM_TLS_VERSION",
+    "HostnameOverrideContext",
     "TLSConfig",
     "TLSInfo",
     "default_ca_bundle",
+    "default_ca_bundle_description",
     "default_ca_bundle_pem",
+    "fetch_server_certificate",
     "is_verified_tls_socket",
+    "iter_pem_fingerprints",
+    "system_ca_bundle_file",
     "tls_info_from_socket",
     "translate_tls_failure",
 ]
@@ -123,8 +132,12 @@ class TLSConfig:
     certificates. To trust several, concatenate the PEM files into one.
 
     ``server_hostname`` replaces the connection host as the name checked
-    against the certificate. An IP address here is checked against the
-    certificate's IP address entries.
+    against the certificate (and sent in SNI): the context that
+    :meth:`create_ssl_context` returns is then a
+    :class:`HostnameOverrideContext`. An IP address here is checked against
+    the certificate's IP address entries. It cannot be combined with
+    ``ssl_context``. Drivers that take only a CA file path (the
+    mysql-connector C extension) cannot apply it.
 
     Raises:
         ConfigurationError: a file or directory is missing or holds no
@@ -160,6 +173,12 @@ class TLSConfig:
 
         if self.server_hostname is not None:
             _check_server_hostname(self.server_hostname)
+            if self.ssl_context is not None:
+                raise ConfigurationError(
+                    "server_hostname cannot be combined with ssl_context, because the drivers "
+                    "pass the connection host to ssl_context.wrap_socket(). Pass ca_file= "
+                    "(or ca_path=) with server_hostname= instead."
+                )
 
     def __repr__(self) -> str:
         hostname = (
@@ -199,7 +218,7 @@ class TLSConfig:
             _check_user_context(self.ssl_context)
             return self.ssl_context
 
-        context = _new_client_context()
+        context = _new_client_context(self.server_hostname)
         _require_verified_peer(context)
         _require_minimum_version(context)
         _disable_compression(context)
@@ -346,14 +365,69 @@ def _check_server_hostname(value: object) -> None:
         )
 
 
+class HostnameOverrideContext(ssl.SSLContext):
+    """Client context that checks the certificate against a fixed name.
+
+    Drivers call ``wrap_socket(sock, server_hostname=<connection host>)``;
+    this context replaces that name with ``server_hostname`` for both SNI and
+    the host-name check. Use it when connecting through an address that the
+    certificate does not list, such as a private IP address.
+    """
+
+    server_hostname: str
+
+    def __new__(
+        cls, protocol: int = ssl.PROTOCOL_TLS_CLIENT, *, server_hostname: str
+    ) -> HostnameOverrideContext:
+        context = super().__new__(cls, protocol)
+        context.server_hostname = server_hostname
+        return context
+
+    def wrap_socket(  # type: ignore[override]
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: Optional[str] = None,
+        session: Optional[ssl.SSLSession] = None,
+    ) -> ssl.SSLSocket:
+        return super().wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=self.server_hostname,
+            session=session,
+        )
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: Optional[str] = None,
+        session: Optional[ssl.SSLSession] = None,
+    ) -> ssl.SSLObject:
+        return super().wrap_bio(
+            incoming,
+            outgoing,
+            server_side=server_side,
+            server_hostname=self.server_hostname,
+            session=session,
+        )
+
+
 # --- Context construction steps -------------------------------------------
 
 
-def _new_client_context() -> ssl.SSLContext:
+def _new_client_context(server_hostname: Optional[str]) -> ssl.SSLContext:
     # SSLContext directly, not ssl.create_default_context(): the latter writes
     # session keys to the file named by SSLKEYLOGFILE, which would let a packet
     # capture reveal the access token.
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if server_hostname is None:
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return HostnameOverrideContext(ssl.PROTOCOL_TLS_CLIENT, server_hostname=server_hostname)
 
 
 def _require_verified_peer(context: ssl.SSLContext) -> None:
@@ -601,6 +675,88 @@ def is_verified_tls_socket(sock: object) -> bool:
     return version in _ACCEPTED_VERSIONS
 
 
+_CLIENT_PROTOCOL_41 = 1 << 9
+_CLIENT_SSL = 1 << 11
+_CLIENT_SECURE_CONNECTION = 1 << 15
+_UTF8MB4_GENERAL_CI = 45
+_MAX_PACKET_SIZE = 16 * 1024 * 1024
+
+
+def fetch_server_certificate(
+    host: str,
+    port: int = 3306,
+    *,
+    timeout: float = 5.0,
+    server_hostname: Optional[str] = None,
+) -> Optional[bytes]:
+    """Fetch the certificate a MySQL server presents, in DER form, without verifying it.
+
+    For error messages only: after a verification failure, the certificate
+    names its issuer and the names it is valid for. Opens a separate
+    connection, reads the server greeting, sends an SSLRequest packet, runs a
+    TLS handshake that accepts any certificate, and closes. It sends no user
+    name, password or token, so an untrusted server learns nothing.
+
+    Args:
+        host: server address to connect to.
+        port: TCP port.
+        timeout: seconds allowed for connecting and for each read or write.
+        server_hostname: name sent in SNI; defaults to ``host``.
+
+    Returns:
+        The DER certificate, or None when the server does not offer TLS.
+
+    Raises:
+        OSError: the connection failed or timed out (ssl.SSLError included).
+        ValueError: the server's greeting is not MySQL protocol version 10.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        greeting = _read_mysql_packet(sock)
+        if not _greeting_offers_tls(greeting):
+            return None
+
+        ssl_request = struct.pack(
+            "<IIB23s",
+            _CLIENT_SSL | _CLIENT_PROTOCOL_41 | _CLIENT_SECURE_CONNECTION,
+            _MAX_PACKET_SIZE,
+            _UTF8MB4_GENERAL_CI,
+            b"",
+        )
+        sock.sendall(len(ssl_request).to_bytes(3, "little") + b"\x01" + ssl_request)
+
+        # Verification is off on purpose: this connection only reads the certificate.
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        probe.check_hostname = False
+        probe.verify_mode = ssl.CERT_NONE
+        with probe.wrap_socket(sock, server_hostname=server_hostname or host) as tls_sock:
+            return tls_sock.getpeercert(binary_form=True)
+
+
+def _read_mysql_packet(sock: socket.socket) -> bytes:
+    header = _recv_exact(sock, 4)
+    return _recv_exact(sock, int.from_bytes(header[:3], "little"))
+
+
+def _recv_exact(sock: socket.socket, count: int) -> bytes:
+    data = bytearray()
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the server closed the connection during the greeting")
+        data += chunk
+    return bytes(data)
+
+
+def _greeting_offers_tls(greeting: bytes) -> bool:
+    if not greeting or greeting[0] != 10:
+        raise ValueError("the server's greeting is not MySQL protocol version 10")
+
+    # version string, NUL, 4-byte connection id, 8 scramble bytes, 1 filler byte
+    capabilities_at = greeting.index(b"\0", 1) + 1 + 4 + 8 + 1
+    (capabilities,) = struct.unpack_from("<H", greeting, capabilities_at)
+    return bool(capabilities & _CLIENT_SSL)
+
+
 # --- Translating driver failures --------------------------------------------
 
 _HOSTNAME_MISMATCH_CODES = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
@@ -659,6 +815,9 @@ def translate_tls_failure(
         return _hostname_mismatch_error(hostname, detail, peer_certificate)
 
     if verify_error is not None or _CERT_VERIFY_TEXT.search(detail):
+        # The C extension reports a wrong host name as a plain verification failure.
+        if _certificate_lacks_name(peer_certificate, hostname):
+            return _hostname_mismatch_error(hostname, detail, peer_certificate)
         return _certificate_error(hostname, ca_source, detail, verify_error, peer_certificate)
 
     if _NOT_OFFERED_TEXT.search(detail):
@@ -792,6 +951,29 @@ def _certificate_names(der: Optional[bytes]) -> tuple[str, ...]:
     dns_names = [str(name) for name in san.get_values_for_type(x509.DNSName)]
     addresses = [str(address) for address in san.get_values_for_type(x509.IPAddress)]
     return tuple(dns_names + addresses)
+
+
+def _certificate_lacks_name(der: Optional[bytes], hostname: str) -> bool:
+    """Tell whether the certificate's names are known and none of them matches ``hostname``."""
+    names = _certificate_names(der)
+    if not names:
+        return False
+    return not any(_name_matches(name, hostname) for name in names)
+
+
+def _name_matches(pattern: str, hostname: str) -> bool:
+    try:
+        return ipaddress.ip_address(pattern) == ipaddress.ip_address(hostname)
+    except ValueError:
+        pass
+
+    pattern = pattern.lower().rstrip(".")
+    hostname = hostname.lower().rstrip(".")
+    if pattern.startswith("*."):
+        # A wildcard covers exactly one left-most label (RFC 6125, section 6.4.3).
+        head, _, rest = hostname.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == hostname
 
 
 def _certificate_issuer(der: Optional[bytes]) -> Optional[str]:
