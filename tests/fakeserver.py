@@ -33,6 +33,7 @@ threads on :meth:`close` (also at the end of a ``with`` block).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -41,6 +42,7 @@ import ssl
 import struct
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Optional
@@ -160,9 +162,11 @@ class _Channel:
             except ssl.SSLError:
                 self._flush_tls()  # deliver the alert, so the client sees why
                 raise
-        self._flush_tls()
+        # Record success before flushing: a client that only wanted the certificate
+        # may already have closed, and the TLS 1.3 session tickets then hit a closed socket.
         self._tls = tls
         self._record.tls_version = tls.version()
+        self._flush_tls()
 
     def drain(self) -> None:
         """Read and record whatever the client still sends, until it closes or times out."""
@@ -246,7 +250,7 @@ class FakeMySQLServer:
         self,
         mode: Mode = "no_tls",
         *,
-        clear_password_via: ClearPasswordVia = "auth_switch",
+        clear_password_via: ClearPasswordVia = "auth_switch",  # noqa: S107 - a mode, not a password
         auth_result: AuthResult = "error",
         timeout: float = 5.0,
     ) -> None:
@@ -299,15 +303,13 @@ class FakeMySQLServer:
         return self
 
     def close(self) -> None:
-        """Stop accepting, end every open connection and wait for the threads."""
+        """Stop accepting, end every open connection and wait for the threads; idempotent."""
         self._stopping.set()
         with self._lock:
             sockets = list(self._client_sockets)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
         if self._acceptor is not None:
             self._acceptor.join(self.timeout)
@@ -366,10 +368,7 @@ class FakeMySQLServer:
     # --- server side -------------------------------------------------------------
 
     def _make_server_context(self) -> ssl.SSLContext:
-        if self.mode == "tls_untrusted":
-            issuer = trustme.CA()
-        else:
-            issuer = self.ca
+        issuer = trustme.CA() if self.mode == "tls_untrusted" else self.ca
 
         if self.mode == "tls_wrong_host":
             leaf = issuer.issue_cert(WRONG_HOST_NAME)
@@ -443,7 +442,9 @@ class FakeMySQLServer:
         if self._wants_switch(response):
             record.sent_auth_switch = True
             sequence_id += 1
-            channel.send_packet(sequence_id, b"\xfe" + CLEAR_PASSWORD_PLUGIN + b"\0" + scramble + b"\0")
+            channel.send_packet(
+                sequence_id, b"\xfe" + CLEAR_PASSWORD_PLUGIN + b"\0" + scramble + b"\0"
+            )
             sequence_id, switch_response = channel.read_packet()
             record.auth_responses.append(switch_response)
 
@@ -567,8 +568,10 @@ def _err_packet(username: bytes) -> bytes:
 def _allow_only_legacy_tls(context: ssl.SSLContext) -> None:
     # SECLEVEL 0 lets OpenSSL 3 use TLS 1.0/1.1 at all; the system policy may still forbid it.
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # deprecated is the point here
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
 
 
 def legacy_tls_available() -> bool:
