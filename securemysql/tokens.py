@@ -449,9 +449,9 @@ class TokenProvider:
 
     Fetches are single-flight: one credential call at a time, whose result or
     failure every waiting caller receives. The exception is a call that timed out:
-    it may still run in its daemon thread while the next call starts. A credential that returns the token it
-    returned before (azure-identity credentials cache tokens) is not called again
-    for that reason more often than every 1 to 30 s.
+    it may still run in its daemon thread while the next call starts. A credential
+    that returns the token it returned before (azure-identity credentials cache
+    tokens) is not called again for that reason more often than every 1 to 30 s.
 
     Thread-safe. Closing stops the background thread and closes a credential that
     the provider created; it never closes a credential it was given.
