@@ -59,7 +59,10 @@ MIN_SECRET_LENGTH = 6
 
 _NOT_REDACTED = rf"(?!{re.escape(REDACTED)})"
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){2,4}")
+# Three base64url segments (JWS; the signature may be empty), or five (JWE).
+_JWT = re.compile(
+    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)?"
+)
 
 # "eyJ" is 65 79 4a in hex and "." is 2e; the payload of a JWT also starts with "eyJ".
 _HEX_JWT = re.compile(r"65794a[0-9a-f]*?2e65794a[0-9a-f]*", re.IGNORECASE)

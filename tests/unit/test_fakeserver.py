@@ -17,6 +17,7 @@ from cryptography import x509
 from tests.fakeserver import (
     TLS_MODES,
     WRONG_HOST_NAME,
+    ClearPasswordVia,
     FakeMySQLServer,
     legacy_tls_available,
 )
@@ -55,7 +56,7 @@ def verified_context(ca_file: str) -> ssl.SSLContext:
 
 
 @BOTH_WAYS
-def test_plain_client_sends_password_to_no_tls(clear_password_via: str) -> None:
+def test_plain_client_sends_password_to_no_tls(clear_password_via: ClearPasswordVia) -> None:
     with FakeMySQLServer("no_tls", clear_password_via=clear_password_via) as server:
         error = failed_connect(server)
 
@@ -92,7 +93,7 @@ def test_handshake_mode_follows_up_for_password() -> None:
 
 
 @BOTH_WAYS
-def test_verified_client_refuses_no_tls(clear_password_via: str) -> None:
+def test_verified_client_refuses_no_tls(clear_password_via: ClearPasswordVia) -> None:
     with FakeMySQLServer("no_tls", clear_password_via=clear_password_via) as server:
         error = failed_connect(server, ssl=verified_context(server.ca_file))
 
@@ -103,7 +104,9 @@ def test_verified_client_refuses_no_tls(clear_password_via: str) -> None:
 
 
 @BOTH_WAYS
-def test_verified_client_rejects_untrusted_certificate(clear_password_via: str) -> None:
+def test_verified_client_rejects_untrusted_certificate(
+    clear_password_via: ClearPasswordVia,
+) -> None:
     with FakeMySQLServer("tls_untrusted", clear_password_via=clear_password_via) as server:
         error = failed_connect(server, ssl=verified_context(server.ca_file))
 
@@ -154,7 +157,7 @@ def test_certificate_names_per_mode(mode: str, names: list[str]) -> None:
 
 
 @BOTH_WAYS
-def test_tls_ok_decrypts_password(clear_password_via: str) -> None:
+def test_tls_ok_decrypts_password(clear_password_via: ClearPasswordVia) -> None:
     with FakeMySQLServer(
         "tls_ok", clear_password_via=clear_password_via, auth_result="ok"
     ) as server:
