@@ -1,13 +1,14 @@
 """Redaction of access tokens and passwords from log records and error messages.
 
-Drivers log secrets: mysql-connector-python (26.10, pure-Python mode) logs the
-``mysql_clear_password`` auth response at DEBUG on the ``mysql.connector``
-logger as ``# request: b'<password>\\x00' size: N``, that is the bytes repr of
-the clear-text password. A :class:`logging.Filter` attached to a logger does
-not see records that propagate from child loggers, so filters alone cannot
-cover every logger a library may create later. :func:`install` therefore wraps
-the process-wide log record factory: every record that any
-:class:`logging.Logger` creates is redacted before a handler or filter sees it.
+Drivers log secrets: when a server switches mysql-connector-python (26.10,
+pure-Python mode) to ``mysql_clear_password``, it logs its reply at DEBUG on the
+``mysql.connector`` logger as ``# request: b'<password>\\x00' size: N``, the
+bytes repr of the clear-text password. A :class:`logging.Filter` attached to a
+logger does not run for records that propagate from child loggers, so filters
+alone cannot cover every logger a library may create later. :func:`install`
+therefore wraps the process-wide log record factory: every record that any
+:class:`logging.Logger` creates is redacted before any handler or filter
+receives it.
 
 What is redacted, in this order, and replaced by ``[REDACTED]``:
 

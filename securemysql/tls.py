@@ -11,9 +11,9 @@ Host-name checks: Python's ``ssl`` module checks the name passed as
 ``server_hostname`` against the certificate's subjectAltName entries. When that
 name is an IP address, only IP address entries match. When the client connects
 through a private IP address (for example a private endpoint), set
-``TLSConfig.server_hostname`` to the server's DNS name: the context that
+``TLSConfig.server_hostname`` to the server's DNS name. The context that
 ``TLSConfig.create_ssl_context()`` returns then checks the certificate against
-that name while the driver connects to the IP address.
+that name, while the driver connects to the IP address.
 
 Default CA bundle: certifi's bundle plus the Azure Database for MySQL root CAs
 that certifi lacks, taken from ``securemysql/data/azure-root-cas.pem``. It is
@@ -37,7 +37,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Optional
@@ -136,11 +136,12 @@ class TLSConfig:
     :meth:`create_ssl_context` returns is then a
     :class:`HostnameOverrideContext`. An IP address here is checked against
     the certificate's IP address entries. It cannot be combined with
-    ``ssl_context``. Drivers that take only a CA file path (the
-    mysql-connector C extension) cannot apply it.
+    ``ssl_context``. Drivers that build their own context from
+    :meth:`ca_bundle_file` (mysql-connector, both modes) check the connection
+    host instead, so callers must not rely on it there.
 
     Raises:
-        ConfigurationError: a file or directory is missing or holds no
+        ConfigurationError: a file or directory is missing or contains no
             certificate, several trust sources are set, or a value has the
             wrong type.
         InsecureConfigurationError: ``ssl_context`` would not verify the
@@ -149,7 +150,7 @@ class TLSConfig:
 
     ca_file: Optional[str] = None
     ca_path: Optional[str] = None
-    ssl_context: Optional[ssl.SSLContext] = field(default=None, compare=False)
+    ssl_context: Optional[ssl.SSLContext] = None
     use_system_trust_store: bool = False
     server_hostname: Optional[str] = None
 

@@ -2,7 +2,7 @@
 
 It speaks enough of the MySQL client/server protocol (protocol version 10,
 ``HandshakeV10``) to make PyMySQL and mysql-connector-python send a password,
-and it always tries to get that password in clear text: it asks for the
+and it always tries to get that password in clear text. It requests the
 ``mysql_clear_password`` auth plugin, either in the initial handshake or with
 an AuthSwitchRequest. Tests then ask :meth:`FakeMySQLServer.contains` whether
 a secret ever reached it.
@@ -108,8 +108,8 @@ class _ClientClosed(Exception):
 class ConnectionRecord:
     """What one client connection sent and how the exchange went.
 
-    ``raw`` holds every byte read from the socket (TLS records included).
-    ``plaintext`` holds the bytes the MySQL protocol layer saw: the bytes
+    ``raw`` contains every byte read from the socket (TLS records included).
+    ``plaintext`` contains the bytes the MySQL protocol layer saw: the bytes
     before TLS started plus the decrypted bytes after the TLS handshake.
     """
 
@@ -238,9 +238,9 @@ class FakeMySQLServer:
             the client's first response carries no password);
             ``"auth_switch"`` starts with ``mysql_native_password`` and then
             switches the client to ``mysql_clear_password``.
-        auth_result: ``"error"`` answers the password with ERR 1045 (access
-            denied); ``"ok"`` answers with OK and then answers every command
-            with OK until the client quits.
+        auth_result: ``"error"`` replies to the password with ERR 1045
+            (access denied). ``"ok"`` replies with OK, then replies OK to
+            every command until the client quits.
         timeout: seconds allowed for each socket operation.
     """
 
