@@ -464,8 +464,9 @@ _bundle: Optional[_DefaultBundle] = None
 
 _bundle_file_lock = threading.Lock()
 _bundle_file: Optional[str] = None
-_bundle_dirs: list[str] = []
-_bundle_dir_owner_pid: Optional[int] = None
+# (creating process id, directory): a forked child inherits the list but
+# removes only the directories it created itself.
+_bundle_dirs: list[tuple[int, str]] = []
 
 
 def default_ca_bundle_pem() -> str:
@@ -567,13 +568,10 @@ def _build_default_bundle() -> _DefaultBundle:
 
 
 def _write_private_bundle(pem: str) -> str:
-    global _bundle_dir_owner_pid
-
     directory = tempfile.mkdtemp(prefix="securemysql-ca-")
-    if _bundle_dir_owner_pid is None:
-        atexit.register(_remove_bundle_dir)
-    _bundle_dir_owner_pid = os.getpid()
-    _bundle_dirs.append(directory)
+    if not _bundle_dirs:
+        atexit.register(_remove_bundle_dirs)
+    _bundle_dirs.append((os.getpid(), directory))
 
     handle, partial_path = tempfile.mkstemp(dir=directory, suffix=".partial")
     with os.fdopen(handle, "w", encoding="ascii") as partial:
@@ -585,12 +583,11 @@ def _write_private_bundle(pem: str) -> str:
     return final_path
 
 
-def _remove_bundle_dir() -> None:
-    # Only the process that created the directories removes them; a forked child may still use them.
-    if _bundle_dir_owner_pid != os.getpid():
-        return
-    for directory in _bundle_dirs:
-        shutil.rmtree(directory, ignore_errors=True)
+def _remove_bundle_dirs() -> None:
+    pid = os.getpid()
+    for creator, directory in _bundle_dirs:
+        if creator == pid:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _fingerprint(pem_block: str) -> str:

@@ -15,6 +15,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -195,6 +196,32 @@ def test_default_bundle_rewritten_when_removed() -> None:
 
     assert os.path.isfile(new_path)
     assert pathlib.Path(new_path).read_text(encoding="ascii") == default_ca_bundle_pem()
+
+
+FORK_SCRIPT = """
+import os, sys
+from securemysql import tls
+path = tls.default_ca_bundle()
+child = os.fork()
+if child == 0:
+    tls.default_ca_bundle()
+    sys.exit(0)  # runs the child's exit handlers
+os.waitpid(child, 0)
+print(path)
+print(os.path.isfile(path))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_bundle_file_removed_by_creator_only() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, check=True, timeout=60
+    )
+    path, exists_after_child_exit = result.stdout.split()
+
+    assert exists_after_child_exit == "True"
+    assert not os.path.exists(path)
+    assert not os.path.exists(os.path.dirname(path))
 
 
 def test_default_context_trusts_azure_roots() -> None:
