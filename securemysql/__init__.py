@@ -20,15 +20,20 @@ _EXPORTS = {
     "TLSConfig": "securemysql.tls",
     "RetryPolicy": "securemysql.retry",
     "is_transient": "securemysql.retry",
+    "connection_tls_info": "securemysql.drivers",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from securemysql.factory import ConnectionFactory, connect
-    from securemysql.retry import RetryPolicy, is_transient
-    from securemysql.tls import TLSConfig
-    from securemysql.tokens import AccessToken, TokenProvider
+    from securemysql.drivers import connection_tls_info as connection_tls_info
+    from securemysql.factory import ConnectionFactory as ConnectionFactory
+    from securemysql.factory import connect as connect
+    from securemysql.retry import RetryPolicy as RetryPolicy
+    from securemysql.retry import is_transient as is_transient
+    from securemysql.tls import TLSConfig as TLSConfig
+    from securemysql.tokens import AccessToken as AccessToken
+    from securemysql.tokens import TokenProvider as TokenProvider
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,140 @@
+"""Command-line interface: ``securemysql demo``, ``sandbox``, ``check`` and ``token``.
+
+Subcommands import their modules only when they run, so ``securemysql --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from securemysql.demo import run_demo
+
+    return run_demo(driver=args.driver)
+
+
+def _run_sandbox(args: argparse.Namespace) -> int:
+    from securemysql.sandbox import daemon
+
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "up": daemon.command_up,
+        "down": daemon.command_down,
+        "status": daemon.command_status,
+    }
+    return handlers[args.sandbox_command](args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="securemysql",
+        description=(
+            "Passwordless, TLS-verified connections to Azure Database for MySQL "
+            "with Microsoft Entra ID access tokens."
+        ),
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v: INFO, -vv: DEBUG)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    demo = commands.add_parser(
+        "demo",
+        help="start the local sandbox, connect with a token over verified TLS, report, stop",
+        description=(
+            "Start the local Azure-like sandbox (needs root, MariaDB and libpam-script), obtain "
+            "a token through azure-identity from its managed-identity endpoint, connect over "
+            "verified TLS, show the authenticated user and the TLS version, and stop the sandbox."
+        ),
+    )
+    demo.add_argument(
+        "--driver",
+        default="pymysql",
+        choices=["pymysql", "mysql.connector"],
+        help="database driver to use (default: pymysql)",
+    )
+    demo.set_defaults(handler=_run_demo)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the local Azure-like MariaDB sandbox in the background",
+        description="Start, inspect and stop the local Azure-like sandbox.",
+    )
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", metavar="ACTION")
+    sandbox_commands.required = True
+    up = sandbox_commands.add_parser(
+        "up", help="start the sandbox in the background and print how to reach it"
+    )
+    up.add_argument("--json", action="store_true", help="print one JSON object")
+    up.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="lifetime of tokens from the identity endpoint, in seconds (default: 3600)",
+    )
+    up.add_argument(
+        "--tls",
+        default="verified",
+        choices=["verified", "none", "wrong_host", "untrusted"],
+        help="what the server offers on TLS (default: verified)",
+    )
+    for action in (up, sandbox_commands.add_parser("down", help="stop the sandbox")):
+        action.add_argument(
+            "--state-file",
+            metavar="PATH",
+            help="where the running sandbox is recorded (default: per user in the temp dir)",
+        )
+    status = sandbox_commands.add_parser("status", help="print the running sandbox as JSON")
+    status.add_argument("--state-file", metavar="PATH")
+    sandbox.set_defaults(handler=_run_sandbox)
+
+    _add_optional_commands(commands)
+    return parser
+
+
+def _add_optional_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``check`` and ``token`` when their module is present."""
+    try:
+        from securemysql import check
+    except ImportError:
+        return
+    check.add_commands(commands)
+
+
+def _configure_logging(verbosity: int) -> None:
+    from securemysql import redaction
+
+    redaction.install()
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
