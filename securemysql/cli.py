@@ -78,18 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--json", action="store_true", help="print one JSON object")
     up.add_argument(
-        "--token-lifetime",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="lifetime of tokens from the identity endpoint, in seconds (default: 3600)",
+        "--foreground",
+        action="store_true",
+        help="run in this process until Ctrl-C or SIGTERM (for containers) instead of detaching",
     )
     up.add_argument(
-        "--tls",
-        default="verified",
-        choices=["verified", "none", "wrong_host", "untrusted"],
-        help="what the server offers on TLS (default: verified)",
+        "--export-dir",
+        metavar="DIR",
+        help="with --foreground: copy the CA certificate and the details (sandbox.json) here",
     )
+    _add_sandbox_options(up)
     for action in (up, sandbox_commands.add_parser("down", help="stop the sandbox")):
         action.add_argument(
             "--state-file",
@@ -102,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_optional_commands(commands)
     return parser
+
+
+def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
+    from securemysql.sandbox.daemon import add_sandbox_options
+
+    add_sandbox_options(parser)
 
 
 def _add_optional_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

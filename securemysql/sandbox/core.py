@@ -3,7 +3,8 @@
 It combines a private MariaDB instance (TLS from a test CA, token users that
 log in with ``mysql_clear_password``), a token verifier that validates logins
 as Azure does, and a loopback managed-identity endpoint that ``azure-identity``
-calls for tokens. Everything listens on 127.0.0.1 and stops with ``stop()``.
+calls for tokens. Everything listens on 127.0.0.1 (unless a container set-up
+asks for another bind address) and stops with ``stop()``.
 """
 
 from __future__ import annotations
@@ -100,12 +101,18 @@ class Sandbox:
         max_connections: int = 200,
         base_directory: Optional[str] = None,
         performance_schema: bool = False,
+        port: Optional[int] = None,
+        identity_port: Optional[int] = None,
+        bind_address: str = "127.0.0.1",
     ) -> None:
         self.tls_mode = TLSMode(tls)
         self._token_lifetime = token_lifetime
         self._max_connections = max_connections
         self._base_directory = base_directory
         self._performance_schema = performance_schema
+        self._port = port
+        self._identity_port = identity_port
+        self._bind_address = bind_address
         self._directory: Optional[Path] = None
         self._pam_service: Optional[str] = None
         self._started = False
@@ -133,7 +140,7 @@ class Sandbox:
             self.stop()
             raise
         self._started = True
-        logger.info("sandbox ready on 127.0.0.1:%d", self.server.port)
+        logger.info("sandbox ready on %s:%d", self._bind_address, self.server.port)
         return self
 
     def stop(self) -> None:
@@ -186,18 +193,21 @@ class Sandbox:
             self.system_identity,
             {self.user_assigned_identity.client_id or "": self.user_assigned_identity},
             token_lifetime=self._token_lifetime,
+            bind_address=self._bind_address,
+            port=self._identity_port or 0,
         )
         self.identity.start()
 
         self.server = MariaDBServer(
             directory=self._directory,
             os_user=_server_os_user(),
-            port=free_port(),
+            port=self._port or free_port(),
             admin_user=ADMIN_USER,
             admin_password=self.admin_password,
             init_sql=self._init_sql(),
             max_connections=self._max_connections,
             performance_schema=self._performance_schema,
+            bind_address=self._bind_address,
         )
         self.server.install()
         self.server.start(self.certificates.server_files(self.tls_mode))

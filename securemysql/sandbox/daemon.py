@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +74,10 @@ def _print_info(state: dict[str, Any], as_json: bool) -> None:
 def command_up(args: argparse.Namespace) -> int:
     """Start the background sandbox (or report the running one) and print its details."""
     path = _state_path(args)
+    if args.foreground:
+        return serve(
+            path, _sandbox_options(args), as_json=args.json, export_directory=args.export_dir
+        )
     running = _read_state(path)
     if running is not None:
         print(f"A sandbox is already running (pid {running['pid']}).", file=sys.stderr)
@@ -82,12 +87,8 @@ def command_up(args: argparse.Namespace) -> int:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     log_path = path.with_suffix(".log")
-    command = [
-        sys.executable, "-m", "securemysql.sandbox.daemon",
-        "--state-file", str(path),
-        "--token-lifetime", str(args.token_lifetime),
-        "--tls", args.tls,
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "securemysql.sandbox.daemon", "--state-file", str(path)]
+    command += _option_arguments(args)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -152,20 +153,77 @@ def command_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(state_file: Path, token_lifetime: float, tls: str) -> int:
-    """Run a sandbox until SIGTERM or SIGINT; write its details to ``state_file`` when ready."""
+def add_sandbox_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that configure a sandbox to ``parser``."""
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="lifetime of tokens from the identity endpoint, in seconds (default: 3600)",
+    )
+    parser.add_argument(
+        "--tls",
+        default="verified",
+        choices=["verified", "none", "wrong_host", "untrusted"],
+        help="what the server offers on TLS (default: verified)",
+    )
+    parser.add_argument("--port", type=int, help="server TCP port (default: a free port)")
+    parser.add_argument(
+        "--identity-port", type=int, help="identity endpoint TCP port (default: a free port)"
+    )
+    parser.add_argument(
+        "--bind-address",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; use 0.0.0.0 only inside a container)",
+    )
+
+
+def _sandbox_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tls": args.tls,
+        "token_lifetime": args.token_lifetime,
+        "port": args.port,
+        "identity_port": args.identity_port,
+        "bind_address": args.bind_address,
+    }
+
+
+def _option_arguments(args: argparse.Namespace) -> list[str]:
+    arguments = ["--token-lifetime", str(args.token_lifetime), "--tls", args.tls]
+    arguments += ["--bind-address", args.bind_address]
+    if args.port is not None:
+        arguments += ["--port", str(args.port)]
+    if args.identity_port is not None:
+        arguments += ["--identity-port", str(args.identity_port)]
+    return arguments
+
+
+def serve(
+    state_file: Path,
+    options: dict[str, Any],
+    *,
+    as_json: bool = False,
+    export_directory: Optional[str] = None,
+) -> int:
+    """Run a sandbox until SIGTERM or SIGINT; write its details to ``state_file`` when ready.
+
+    ``export_directory`` receives a copy of the CA certificate and the details as
+    ``sandbox.json``, for a container that shares that directory with its host.
+    """
     from securemysql.sandbox.core import Sandbox
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    with Sandbox(tls=tls, token_lifetime=token_lifetime) as sandbox:
+    with Sandbox(**options) as sandbox:
         state = sandbox.info.to_json_dict()
-        temporary = state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state))
-        os.chmod(temporary, 0o600)
-        temporary.replace(state_file)
+        _write_private_json(state_file, state)
+        if export_directory is not None:
+            _export(Path(export_directory), state)
+        if as_json:
+            print(json.dumps(state, indent=2, sort_keys=True), flush=True)
         try:
             while not stop.wait(1.0):
                 pass
@@ -173,6 +231,20 @@ def serve(state_file: Path, token_lifetime: float, tls: str) -> int:
             with contextlib.suppress(FileNotFoundError):
                 state_file.unlink()
     return 0
+
+
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data))
+    os.chmod(temporary, 0o600)
+    temporary.replace(path)
+
+
+def _export(directory: Path, state: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(state["ssl_ca"], directory / "ca.pem")
+    exported = {**state, "ssl_ca": str(directory / "ca.pem")}
+    (directory / "sandbox.json").write_text(json.dumps(exported, indent=2, sort_keys=True))
 
 
 def main() -> int:
@@ -183,10 +255,9 @@ def main() -> int:
     )
     parser = argparse.ArgumentParser(prog="python -m securemysql.sandbox.daemon")
     parser.add_argument("--state-file", required=True)
-    parser.add_argument("--token-lifetime", type=float, default=3600.0)
-    parser.add_argument("--tls", default="verified")
+    add_sandbox_options(parser)
     args = parser.parse_args()
-    return serve(Path(args.state_file), args.token_lifetime, args.tls)
+    return serve(Path(args.state_file), _sandbox_options(args))
 
 
 if __name__ == "__main__":

@@ -64,8 +64,12 @@ class IdentityEndpoint:
         system_identity: Identity,
         user_assigned: Optional[dict[str, Identity]] = None,
         token_lifetime: float = 3600.0,
+        bind_address: str = "127.0.0.1",
+        port: int = 0,
+        advertised_host: str = "127.0.0.1",
     ) -> None:
         self.authority = authority
+        self._advertised_host = advertised_host
         self.system_identity = system_identity
         self.user_assigned = dict(user_assigned or {})
         self.secret = secrets.token_urlsafe(24)
@@ -73,7 +77,7 @@ class IdentityEndpoint:
         self._token_lifetime = token_lifetime
         self._fault: Optional[_ActiveFault] = None
         self._status_counts: Counter[int] = Counter()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer((bind_address, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="securemysql-sandbox-identity", daemon=True
@@ -90,8 +94,8 @@ class IdentityEndpoint:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{TOKEN_PATH}"
+        port = self._server.server_address[1]
+        return f"http://{self._advertised_host}:{port}{TOKEN_PATH}"
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point ``azure-identity`` at this endpoint."""

@@ -1,4 +1,4 @@
-"""A private MariaDB instance: its own datadir, 127.0.0.1 and a free port.
+"""A private MariaDB instance: its own datadir, 127.0.0.1 (by default) and a free port.
 
 The instance loads MariaDB's PAM plugin with the clear-text switch on, so that
 token users are asked for ``mysql_clear_password`` as on Azure Database for
@@ -81,6 +81,7 @@ class MariaDBServer:
     init_sql: str
     max_connections: int = 200
     performance_schema: bool = True
+    bind_address: str = "127.0.0.1"
     extra_args: Sequence[str] = ()
 
     def __post_init__(self) -> None:
@@ -124,7 +125,9 @@ class MariaDBServer:
         self.init_file.write_text(self.init_sql)
         os.chmod(self.init_file, 0o644)
         command = self._command(tls)
-        logger.info("starting mariadbd on 127.0.0.1:%d (datadir %s)", self.port, self.datadir)
+        logger.info(
+            "starting mariadbd on %s:%d (datadir %s)", self.bind_address, self.port, self.datadir
+        )
         with open(self.error_log, "ab") as log:
             self._process = subprocess.Popen(
                 command,
@@ -210,7 +213,7 @@ class MariaDBServer:
             "--no-defaults",
             f"--datadir={self.datadir}",
             f"--user={self.os_user}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.bind_address}",
             f"--port={self.port}",
             f"--socket={self.socket_path}",
             f"--pid-file={self.pid_file}",

@@ -229,3 +229,24 @@ def test_cli_sandbox_up_json_and_down(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert not state_file.exists()
     assert not Path(info["ssl_ca"]).exists()
+
+
+def test_cli_foreground_exports_details(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    command = [
+        sys.executable, "-m", "securemysql", "sandbox", "up", "--foreground",
+        "--state-file", str(tmp_path / "state.json"), "--export-dir", str(export),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while not (export / "sandbox.json").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.2)
+        details = json.loads((export / "sandbox.json").read_text())
+        assert details["ssl_ca"] == str(export / "ca.pem")
+        assert (export / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    finally:
+        process.terminate()
+        returncode = process.wait(timeout=60)
+    assert returncode == 0
