@@ -50,9 +50,14 @@ class _RecordKeeper(logging.Handler):
 
 @pytest.fixture
 def original_factory() -> Iterator[RecordFactory]:
-    """The record factory before the test; restored afterwards."""
+    """The record factory without redaction for the test; the previous one is restored after.
+
+    Earlier tests (any connect) may have installed redaction already, so it is unwrapped here.
+    """
     factory = logging.getLogRecordFactory()
-    yield factory
+    plain = factory.wrapped if isinstance(factory, redaction._RedactingRecordFactory) else factory
+    logging.setLogRecordFactory(plain)
+    yield plain
     logging.setLogRecordFactory(factory)
 
 
