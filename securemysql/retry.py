@@ -9,14 +9,24 @@
 - ``PERMANENT``: everything else, including every error this module does not
   recognise, because retrying an error that is not understood only delays the report.
 
-``ERROR_TABLE`` lists the MySQL and MariaDB error numbers this module recognises.
-Numbers and symbols were checked against ``pymysql.constants`` (PyMySQL 1.2.4),
-``mysql.connector.errorcode`` (mysql-connector-python 26.10.0) and ``perror`` of
-MariaDB 10.11. Statement errors such as 1205 (lock wait timeout) and 1213 (deadlock)
-are deliberately absent: they do not mean that the connection failed, and only the
-caller can re-run the transaction they abort. 1081 (ER_IPSOCK_ERROR) is absent because
-the server reports it in its own log when it cannot open its listening socket, so no
-client receives it.
+``ERROR_TABLE`` lists the MySQL and MariaDB error numbers this module recognises,
+and each entry names where its number is defined: the MySQL 8.0.27 error list in
+``mysql.connector.errorcode`` (mysql-connector-python 26.10.0), the client error
+constants in ``pymysql.constants.CR`` (PyMySQL 1.2.4) and ``perror`` of MariaDB
+10.11.19. The unit tests check every symbol against the installed packages. Both
+drivers get the same table, whatever exception class they raise.
+
+MySQL and MariaDB assign some numbers above 3000 to different errors. MariaDB uses
+4031, MySQL's idle-disconnect error, for a CREATE TRIGGER error, so the 4031 entry
+applies only when the message carries MySQL's disconnect text. 3159 is not defined
+by MariaDB 10.11, which rejects a login without TLS under require_secure_transport
+with 1045 instead (measured).
+
+Statement errors such as 1205 (lock wait timeout) and 1213 (deadlock) are
+deliberately absent: they do not mean that the connection failed, and only the
+caller can re-run the transaction they abort. 1081 (ER_IPSOCK_ERROR) is absent
+because the server reports it in its own log when it cannot open its listening
+socket, so no client receives it.
 
 TLS failures always count as permanent, whatever number the driver reports them
 under. PyMySQL reports a failed certificate check as 2003, mysql-connector-python's
@@ -35,7 +45,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Optional, TypeVar
 
@@ -84,7 +94,11 @@ class ErrorRule:
         symbol: the symbolic name in the MySQL or MariaDB sources, e.g. ``CR_CONN_HOST_ERROR``.
         outcome: how ``classify`` treats an error with this number.
         meaning: what the error means and why it has this outcome.
-        source: the error reference that defines the number.
+        source: the error list that defines the number.
+        required_text: lower-case text that the error message must contain for
+            the rule to apply, for numbers that MySQL and MariaDB assign to
+            different errors. An error whose message lacks it is treated as if its
+            number were not listed. None applies the rule to every message.
     """
 
     errno: int
@@ -92,11 +106,16 @@ class ErrorRule:
     outcome: Outcome
     meaning: str
     source: str
+    required_text: Optional[str] = None
+
+    def applies_to(self, message: str) -> bool:
+        """Tell whether the rule applies to an error with this number and ``message``."""
+        return self.required_text is None or self.required_text in message.lower()
 
 
-_MYSQL_CLIENT = "MySQL Client Error Message Reference"
-_MYSQL_SERVER = "MySQL 8.0.27 server error list (mysql.connector.errorcode)"
-_MARIADB = "MariaDB Error Codes"
+_MYSQL_CLIENT = "MySQL client errors (mysql.connector.errorcode 26.10.0, pymysql.constants.CR)"
+_MYSQL_SERVER = "MySQL 8.0.27 server errors (mysql.connector.errorcode 26.10.0)"
+_MARIADB = "MariaDB 10.11.19 server errors (perror)"
 _MYSQL_AND_MARIADB = f"{_MYSQL_SERVER} and {_MARIADB}"
 
 _TRANSIENT = Outcome.TRANSIENT
@@ -188,16 +207,17 @@ _RULES = (
         "MySQL killed the session, by KILL or while shutting down.",
         _MYSQL_SERVER,
     ),
-    # NOTE: MariaDB uses 4031 for ER_REFERENCED_TRG_DOES_NOT_EXIST, a CREATE TRIGGER
-    # error. A connection attempt never receives it, but is_transient() returns True
-    # for that statement error on MariaDB.
+    # MariaDB 10.11 uses 4031 for ER_REFERENCED_TRG_DOES_NOT_EXIST, a CREATE TRIGGER
+    # error with the same SQLSTATE (HY000), so only MySQL's message identifies it.
     ErrorRule(
         4031,
         "ER_CLIENT_INTERACTION_TIMEOUT",
         _TRANSIENT,
-        "MySQL 8.0.24 and later closed an idle connection after wait_timeout."
-        " A new connection is not affected.",
+        "MySQL 8.0 closed a connection that was idle for longer than wait_timeout,"
+        " and said so before closing it. A new connection is not affected. Applies"
+        " only to MySQL's message text.",
         _MYSQL_SERVER,
+        required_text="disconnected by the server because of inactivity",
     ),
     # --- Client library errors: the server could not be reached or the connection broke.
     ErrorRule(
@@ -325,8 +345,9 @@ _RULES = (
         3159,
         "ER_SECURE_TRANSPORT_REQUIRED",
         _PERMANENT,
-        "The server requires TLS (require_secure_transport=ON) and the connection does not use it.",
-        _MYSQL_AND_MARIADB,
+        "The server requires TLS (require_secure_transport=ON) and the connection does"
+        " not use it. MariaDB 10.11 reports this case as 1045 instead.",
+        _MYSQL_SERVER,
     ),
     ErrorRule(
         2026,
@@ -408,6 +429,15 @@ _CONNECTION_CUT_MARKERS = (
 # or "error:00000000:lib(0):func(0):reason(0)" (OpenSSL 1.1).
 _EMPTY_OPENSSL_ERROR = re.compile(r"error:00000000:lib\(0\):[^:]*:reason\(0\)")
 
+# Messages of mysql-connector-python 26.10.0 errors that carry no error number
+# (errno -1) and report a closed connection, in the pure-Python mode and the C
+# extension. PyMySQL 1.2.4 raises InterfaceError(0, "") instead. SQLAlchemy 2.1's
+# MySQL dialects treat the same errors as disconnects.
+_CLOSED_CONNECTION_TEXTS = (
+    "mysql connection not available",
+    "connection to mysql is not available",
+)
+
 _NETWORK_ERRNOS = frozenset(
     number
     for number in (
@@ -432,7 +462,7 @@ _MAX_ERROR_TEXT = 200
 
 _DEFAULT_MAX_ATTEMPTS = 40
 _DEFAULT_DEADLINE = 150.0
-_DEFAULT_INITIAL_WAIT = 1.0
+_DEFAULT_INITIAL_WAIT = 2.0
 _DEFAULT_MAX_WAIT = 15.0
 
 
@@ -601,6 +631,22 @@ def _is_network_error(exc: OSError) -> bool:
     return exc.errno in _NETWORK_ERRNOS
 
 
+def _is_closed_connection(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is a driver's report, without error number, of a closed connection.
+
+    Drivers raise these when a statement, ping or ``cursor()`` meets a connection
+    that is already closed, for example one that the server killed.
+    """
+    if _own_error_number(exc) is not None:
+        return False
+
+    text = _message(exc).lower()
+    if any(marker in text for marker in _CLOSED_CONNECTION_TEXTS):
+        return True
+    from_pymysql = type(exc).__module__.startswith("pymysql")
+    return from_pymysql and type(exc).__name__ == "InterfaceError" and exc.args == (0, "")
+
+
 def _classify_securemysql_error(exc: SecureMySQLError) -> Outcome:
     # TokenAcquisitionError and ConnectionFailedError record whether they are transient.
     if isinstance(exc, (TokenAcquisitionError, ConnectionFailedError)):
@@ -619,7 +665,7 @@ def _classify_link(exc: BaseException, chain: Iterable[BaseException]) -> Option
     number = _own_error_number(exc)
     if number is not None:
         rule = ERROR_TABLE.get(number)
-        if rule is None:
+        if rule is None or not rule.applies_to(_message(exc)):
             # Unknown numbers defer to what the exception wraps, for example
             # mysql-connector-python's read time-out (3024) raised from socket.timeout.
             return None
@@ -650,16 +696,21 @@ def classify(exc: BaseException) -> Outcome:
     the first one that matches one of these rules decides:
 
     - a securemysql error, classified by type as above;
-    - an error number listed in ERROR_TABLE. 2026 (CR_SSL_CONNECTION_ERROR) counts
-      as transient when the chain shows a connection reset or cut during the TLS
-      handshake. Unlisted numbers match nothing, so the exceptions they wrap decide;
+    - an error number listed in ERROR_TABLE whose entry applies to the message.
+      2026 (CR_SSL_CONNECTION_ERROR) counts as transient when the chain shows a
+      connection reset or cut during the TLS handshake. Unlisted numbers, and 4031
+      without MySQL's idle-disconnect text, match nothing, so the exceptions they
+      wrap decide;
     - for an exception without a number, an SQLSTATE listed in SQLSTATE_TABLE;
     - an OSError: transient when it comes from the network (refused, reset, timed
       out, unreachable, failed name lookup), permanent otherwise (for example a
       missing CA bundle file).
 
-    When no rule matches, the error is permanent. The chain is ``exc`` followed by
-    the exceptions it wraps, as described for error_number().
+    When no rule matches, a driver error without a number that reports an already
+    closed connection ("MySQL Connection not available" from mysql-connector-python,
+    ``InterfaceError(0, "")`` from PyMySQL) is transient, and anything else is
+    permanent. The chain is ``exc`` followed by the exceptions it wraps, as
+    described for error_number().
     """
     if isinstance(exc, SecureMySQLError):
         return _classify_securemysql_error(exc)
@@ -672,6 +723,9 @@ def classify(exc: BaseException) -> Outcome:
         outcome = _classify_link(link, chain)
         if outcome is not None:
             return outcome
+
+    if any(_is_closed_connection(link) for link in chain):
+        return Outcome.TRANSIENT
     return Outcome.PERMANENT
 
 
@@ -719,10 +773,11 @@ class RetryPolicy:
 
     The defaults are sized to ride out an outage of up to 120 s, the length this
     project assumes for an Azure Database for MySQL high-availability failover.
-    The upper end of the random wait starts at 1 s and doubles up to 15 s, and
-    retries stop after 150 s. After the fifth failed attempt, waits average 7.5 s,
-    so 40 attempts wait about 270 s in total (an estimate that ignores the time each
-    attempt takes). In practice the deadline, not max_attempts, ends the retries.
+    The upper end of the random wait starts at 2 s and doubles up to 15 s, and
+    retries stop after 150 s. After the fourth failed attempt, waits average 7.5 s,
+    so 40 attempts would wait about 270 s in total (an estimate that ignores the
+    time each attempt takes). In practice the deadline, not max_attempts, ends the
+    retries, after about 20 to 25 attempts.
 
     Attributes:
         max_attempts: maximum number of attempts, the first one included (>= 1).
@@ -735,6 +790,8 @@ class RetryPolicy:
         max_wait: maximum, in seconds, of that upper end, which doubles after each
             failed attempt.
         enabled: False makes exactly one attempt, regardless of max_attempts.
+        sleep: waits the given number of seconds between attempts; time.sleep by
+            default. Tests pass a function that records the waits.
     """
 
     max_attempts: int = _DEFAULT_MAX_ATTEMPTS
@@ -742,6 +799,7 @@ class RetryPolicy:
     initial_wait: float = _DEFAULT_INITIAL_WAIT
     max_wait: float = _DEFAULT_MAX_WAIT
     enabled: bool = True
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool):
@@ -767,6 +825,11 @@ class RetryPolicy:
             raise ConfigurationError(
                 f"RetryPolicy.enabled must be True or False, got {self.enabled!r}."
             )
+        if not callable(self.sleep):
+            raise ConfigurationError(
+                f"RetryPolicy.sleep must be a function that waits the given seconds,"
+                f" got {self.sleep!r}."
+            )
 
     @classmethod
     def disabled(cls) -> RetryPolicy:
@@ -778,7 +841,7 @@ class RetryPolicy:
         attempt: Callable[[], T],
         *,
         description: str,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Optional[Callable[[float], None]] = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> T:
         """Call ``attempt``, retrying transient failures, and return its result.
@@ -792,7 +855,9 @@ class RetryPolicy:
 
         Each call of ``attempt`` must open a new connection by host name, so that
         the host name is resolved again: during a failover the DNS record moves to
-        the new primary. The drivers resolve the host name on every connect.
+        the new primary. PyMySQL 1.2.4 and mysql-connector-python 26.10.0's
+        pure-Python mode call socket.getaddrinfo() on every connect, and nothing in
+        securemysql caches addresses.
 
         Every retry logs a WARNING on the ``securemysql.retry`` logger with the
         description, the attempt number, the error number, the error text (passed
@@ -804,7 +869,7 @@ class RetryPolicy:
             description: names the operation in log records and errors, for example
                 ``"connect to myserver.mysql.database.azure.com:3306"``. It must not
                 contain secrets.
-            sleep: waits the given number of seconds. Tests pass a fake.
+            sleep: waits the given number of seconds; None uses the policy's sleep.
             clock: returns monotonic seconds. Tests pass a fake.
 
         Raises:
@@ -827,7 +892,8 @@ class RetryPolicy:
         try:
             if not self.enabled:
                 return counted_attempt()
-            return self._retrying(start, description, sleep, clock)(counted_attempt)
+            wait = self.sleep if sleep is None else sleep
+            return self._retrying(start, description, wait, clock)(counted_attempt)
         except Exception as exc:
             failure = self._failure(exc, description, attempts, clock() - start)
             if failure is None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import logging
 import math
 import random
+import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -76,6 +79,22 @@ RULE_CASES = [
 # Error numbers defined by MariaDB only, so absent from mysql.connector.errorcode.
 MARIADB_ONLY_NUMBERS = {1927}
 
+# The message MySQL 8.0 sends with 4031, and MariaDB 10.11's message for its own 4031.
+MYSQL_IDLE_DISCONNECT = (
+    "The client was disconnected by the server because of inactivity. See wait_timeout"
+    " and interactive_timeout for configuring this behavior."
+)
+MARIADB_MISSING_TRIGGER = (
+    "Referenced trigger 'audit_insert' for the given action time and event type does not exist"
+)
+
+
+def message_for(rule: ErrorRule) -> str:
+    """Return a message that the rule applies to: the server's text where the rule needs it."""
+    if rule.errno == 4031:
+        return MYSQL_IDLE_DISCONNECT
+    return f"test message for {rule.symbol}"
+
 
 def chained(outer: BaseException, inner: BaseException) -> BaseException:
     """Return ``outer`` with ``inner`` as its __cause__, as ``raise outer from inner`` does."""
@@ -90,8 +109,9 @@ def chained(outer: BaseException, inner: BaseException) -> BaseException:
 def test_classify_every_table_entry_per_driver(
     rule: ErrorRule, factory: DriverErrorFactory
 ) -> None:
-    exc = factory(rule.errno, f"test message for {rule.symbol}")
+    exc = factory(rule.errno, message_for(rule))
 
+    assert rule.applies_to(message_for(rule))
     assert classify(exc) is rule.outcome
     assert error_number(exc) == rule.errno
     assert is_transient(exc) is (rule.outcome is Outcome.TRANSIENT)
@@ -111,7 +131,64 @@ def test_table_symbols_match_installed_drivers(rule: ErrorRule) -> None:
     assert getattr(mc_errorcode, rule.symbol) == rule.errno
     if rule.symbol.startswith("CR_"):
         assert getattr(pymysql_cr, rule.symbol) == rule.errno
-        assert "Client" in rule.source
+        assert "client" in rule.source
+
+
+@functools.lru_cache(maxsize=1)
+def mariadb_symbols() -> dict[int, str]:
+    """Return the symbol that MariaDB's perror prints for each server number in ERROR_TABLE."""
+    perror = shutil.which("perror")
+    if perror is None:
+        pytest.skip("MariaDB's perror is not installed")
+    numbers = [str(number) for number in ERROR_TABLE if not 2000 <= number < 3000]
+    completed = subprocess.run(
+        [perror, *numbers], capture_output=True, text=True, check=False, timeout=60
+    )
+    output = completed.stdout + completed.stderr
+    if "MariaDB" not in output:
+        pytest.skip("perror is not MariaDB's")
+    found = re.findall(r"MariaDB error code (\d+) \((\w+)\)", output)
+    return {int(number): symbol for number, symbol in found}
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [rule for rule in ERROR_TABLE.values() if not 2000 <= rule.errno < 3000],
+    ids=lambda rule: str(rule.errno),
+)
+def test_table_sources_match_mariadb(rule: ErrorRule) -> None:
+    mariadb_symbol = mariadb_symbols().get(rule.errno)
+
+    if "MariaDB" in rule.source:
+        assert mariadb_symbol == rule.symbol
+    else:
+        assert mariadb_symbol != rule.symbol
+
+
+@pytest.mark.parametrize("factory", DRIVER_ERROR_FACTORIES.values(), ids=DRIVER_ERROR_FACTORIES)
+def test_4031_idle_disconnect_is_transient(factory: DriverErrorFactory) -> None:
+    exc = factory(4031, MYSQL_IDLE_DISCONNECT)
+
+    assert classify(exc) is Outcome.TRANSIENT
+    assert error_number(exc) == 4031
+
+
+@pytest.mark.parametrize("factory", DRIVER_ERROR_FACTORIES.values(), ids=DRIVER_ERROR_FACTORIES)
+def test_4031_mariadb_trigger_error_is_permanent(factory: DriverErrorFactory) -> None:
+    exc = factory(4031, MARIADB_MISSING_TRIGGER)
+
+    assert classify(exc) is Outcome.PERMANENT
+    assert is_transient(exc) is False
+    assert error_number(exc) == 4031
+
+
+def test_4031_without_text_defers_to_wrapped_error() -> None:
+    exc = chained(
+        mc_errors.DatabaseError(msg=MARIADB_MISSING_TRIGGER, errno=4031),
+        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+    )
+
+    assert classify(exc) is Outcome.TRANSIENT
 
 
 def test_tables_are_immutable() -> None:
@@ -399,11 +476,43 @@ def test_missing_ca_file_under_driver_error_is_permanent() -> None:
         ValueError("bad"),
         RuntimeError("bug"),
         KeyboardInterrupt(),
-        pymysql.err.InterfaceError(0, ""),
+        pymysql.err.InterfaceError(0, "something else"),
+        pymysql.err.OperationalError(0, ""),
+        mc_errors.InterfaceError("Connection refused by policy"),
     ],
     ids=repr,
 )
 def test_unknown_errors_are_permanent(exc: BaseException) -> None:
+    assert classify(exc) is Outcome.PERMANENT
+
+
+# --- Closed connections reported without an error number ------------------------------
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        # Measured against MariaDB 10.11 after KILL CONNECTION, for the next cursor()
+        # (mysql-connector-python, both modes) and the second statement (PyMySQL).
+        mc_errors.OperationalError("MySQL Connection not available."),
+        mc_errors.InterfaceError("Connection to MySQL is not available"),
+        pymysql.err.InterfaceError(0, ""),
+        chained(mc_errors.OperationalError("MySQL Connection not available"), AttributeError()),
+    ],
+    ids=repr,
+)
+def test_closed_connection_is_transient(exc: BaseException) -> None:
+    assert error_number(exc) is None
+    assert classify(exc) is Outcome.TRANSIENT
+    assert is_transient(sqlalchemy.exc.OperationalError("SELECT 1", None, exc))
+
+
+def test_closed_connection_text_yields_to_wrapped_error() -> None:
+    exc = chained(
+        mc_errors.OperationalError("MySQL Connection not available"),
+        pymysql.err.OperationalError(1049, "Unknown database 'nope'"),
+    )
+
     assert classify(exc) is Outcome.PERMANENT
 
 
@@ -947,9 +1056,27 @@ def test_policy_is_immutable_with_honest_repr() -> None:
         "RetryPolicy(max_attempts=7, deadline=90.0, initial_wait=2.0, max_wait=10.0, enabled=True)"
     )
     assert repr(RetryPolicy.disabled()) == (
-        "RetryPolicy(max_attempts=1, deadline=150.0, initial_wait=1.0, max_wait=15.0,"
+        "RetryPolicy(max_attempts=1, deadline=150.0, initial_wait=2.0, max_wait=15.0,"
         " enabled=False)"
     )
+
+
+def test_policy_sleep_field_is_used() -> None:
+    fake_time = FakeTime()
+    attempts = ScriptedAttempts(fake_time, [connection_refused, connection_refused])
+    policy = RetryPolicy(sleep=fake_time.sleep)
+
+    result = policy.call(attempts, description="op", clock=fake_time.clock)
+
+    assert result == "connection"
+    assert len(fake_time.sleeps) == 2
+    assert policy == RetryPolicy()
+    assert "sleep" not in repr(policy)
+
+
+def test_policy_rejects_sleep_that_is_not_callable() -> None:
+    with pytest.raises(errors.ConfigurationError, match=r"RetryPolicy\.sleep"):
+        RetryPolicy(sleep=1.0)  # type: ignore[arg-type]
 
 
 def test_policy_accepts_integer_seconds() -> None:
