@@ -5,6 +5,11 @@ token that the server has just rejected. :class:`CredentialHolder` gets a new
 token anyway: it re-creates a DefaultAzureCredential that it created itself, and
 sends a claims challenge to a credential that the caller gave.
 
+The holder also records the HTTP status of every response that a created
+credential receives. azure-identity 1.27 reports an App Service identity endpoint
+that returns HTTP 500 or 429 as "managed identity configuration not found", so
+the status is the only reliable sign of what went wrong.
+
 azure-identity is imported only when a DefaultAzureCredential is first created.
 """
 
@@ -57,6 +62,8 @@ class CredentialHolder:
         self._lock = threading.Lock()
         self._call_count = 0
         self._closed = False
+        # Per thread: the list that receives HTTP statuses during the current call.
+        self._status_sink = threading.local()
 
     @property
     def name(self) -> str:
@@ -71,7 +78,14 @@ class CredentialHolder:
         with self._lock:
             return self._call_count
 
-    def fetch(self, *, bypass_cache: bool, fallback_to_plain: bool, now: float) -> Any:
+    def fetch(
+        self,
+        *,
+        bypass_cache: bool,
+        fallback_to_plain: bool,
+        now: float,
+        http_statuses: Optional[list[int]] = None,
+    ) -> Any:
         """Call ``get_token`` for the scope and return the credential's result.
 
         With ``bypass_cache``, a created credential is re-created first, and a
@@ -79,10 +93,24 @@ class CredentialHolder:
         epoch seconds). If that challenge raises and ``fallback_to_plain`` is set,
         a plain ``get_token`` follows.
 
+        ``http_statuses``, when given, receives the HTTP status of each response
+        that a created credential gets during this call, as it arrives, so another
+        thread may read it while the call still runs. A caller's credential
+        reports nothing.
+
         Raises:
             TokenAcquisitionError: the holder is closed or azure-identity is missing.
             Exception: whatever the credential raises.
         """
+        self._status_sink.statuses = http_statuses
+        try:
+            return self._fetch(
+                bypass_cache=bypass_cache, fallback_to_plain=fallback_to_plain, now=now
+            )
+        finally:
+            self._status_sink.statuses = None
+
+    def _fetch(self, *, bypass_cache: bool, fallback_to_plain: bool, now: float) -> Any:
         if bypass_cache and self.owned:
             return self._call(self._recreate(), claims=None)
 
@@ -175,8 +203,17 @@ class CredentialHolder:
         # Passing None would override azure-identity's default from AZURE_CLIENT_ID.
         if self._client_id is not None:
             options["managed_identity_client_id"] = self._client_id
+        # azure-core's CustomHookPolicy calls this for every response, retries included.
+        options["raw_response_hook"] = self._record_response
         credential: TokenCredential = DefaultAzureCredential(**options)
         return credential
+
+    def _record_response(self, response: Any) -> None:
+        """Append the status of an azure-core PipelineResponse to the calling thread's list."""
+        statuses: Optional[list[int]] = getattr(self._status_sink, "statuses", None)
+        status = getattr(getattr(response, "http_response", None), "status_code", None)
+        if statuses is not None and isinstance(status, int):
+            statuses.append(status)
 
 
 def _close_credential(credential: object) -> None:

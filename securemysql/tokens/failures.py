@@ -9,7 +9,7 @@ names the likely fix, and removes anything shaped like a token from the text.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -18,6 +18,7 @@ from securemysql.redaction import redact
 
 _MAX_CAUSE_LENGTH = 1500
 _MAX_CHAIN_LENGTH = 10
+_MAX_STATUSES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,24 @@ def rebuilder(exc: TokenError) -> Callable[[], TokenError]:
     return lambda: error_class(message)
 
 
-def acquisition_failure(exc: Exception, *, credential_name: str, scope: str) -> Failure:
+def acquisition_failure(
+    exc: Exception, *, credential_name: str, scope: str, http_statuses: Sequence[int] = ()
+) -> Failure:
     """Describe a credential's exception as a TokenAcquisitionError with a likely fix.
 
-    The credential's exception is chained as the cause only when none of the
-    exceptions in its chain contains text that :func:`securemysql.redaction.redact`
-    would change, so that no token reaches a logged traceback.
+    ``http_statuses`` are the statuses of the HTTP responses the credential
+    received during the failed call; they are named in the message and take part
+    in the classification. The credential's exception is chained as the cause
+    only when none of the exceptions in its chain contains text that
+    :func:`securemysql.redaction.redact` would change, so that no token reaches a
+    logged traceback.
     """
-    transient, fix = classify_failure(exc)
+    transient, fix = classify_failure(exc, http_statuses)
     cause_text = sanitize(str(exc)) or type(exc).__name__
+    responses = describe_responses(http_statuses)
     message = (
-        f"{credential_name} could not get an access token for scope "
-        f"{scope}: {cause_text}. Likely fix: {fix}"
+        f"{credential_name} could not get an access token for scope {scope}: {cause_text}"
+        f"{f' ({responses})' if responses else ''}. Likely fix: {fix}"
     )
 
     def build() -> TokenError:
@@ -67,6 +74,39 @@ def acquisition_failure(exc: Exception, *, credential_name: str, scope: str) -> 
 
     safe_to_chain = all(redact(str(link)) == str(link) for link in exception_chain(exc))
     return Failure(build=build, cause=exc if safe_to_chain else None)
+
+
+def timeout_error(
+    *, credential_name: str, scope: str, timeout: float, http_statuses: Sequence[int]
+) -> TokenAcquisitionError:
+    """Return the transient error for a credential call still running after ``timeout`` s."""
+    responses = describe_responses(http_statuses)
+    if 429 in http_statuses:
+        fix = _FIX_THROTTLED
+    elif any(500 <= status < 600 for status in http_statuses):
+        fix = _FIX_SERVER
+    else:
+        fix = (
+            "check that the managed identity endpoint or Microsoft Entra ID is reachable "
+            "from this host, or raise the timeout"
+        )
+    return TokenAcquisitionError(
+        f"{credential_name} did not return an access token for scope {scope} within "
+        f"{timeout:g} s{f'; so far {responses}' if responses else ''}. Likely fix: {fix}",
+        credential=credential_name,
+        scope=scope,
+        transient=True,
+    )
+
+
+def describe_responses(http_statuses: Sequence[int]) -> str:
+    """Return e.g. ``the token endpoint returned HTTP 500, 500``, or "" without responses."""
+    if not http_statuses:
+        return ""
+    shown = ", ".join(str(status) for status in http_statuses[-_MAX_STATUSES_SHOWN:])
+    if len(http_statuses) > _MAX_STATUSES_SHOWN:
+        shown = f"... {shown} ({len(http_statuses)} responses)"
+    return f"the token endpoint returned HTTP {shown}"
 
 
 def sanitize(text: str) -> str:
@@ -92,6 +132,10 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
 _FIX_TIMEOUT = "check that the identity endpoint is reachable, or raise the timeout"
 _FIX_THROTTLED = "the identity endpoint throttled requests (HTTP 429); retry after a pause"
 _FIX_SERVER = "the identity endpoint returned a server error; retry after a pause"
+_FIX_BAD_RESPONSE = (
+    "the identity endpoint returned a response that is not valid JSON; retry after a "
+    "pause, and check for a proxy that alters responses"
+)
 _FIX_UNREACHABLE = (
     "the identity endpoint is unreachable; check network access, proxy and firewall "
     "settings of this host"
@@ -131,6 +175,8 @@ _SERVER_ERROR_HINTS = (
     "service unavailable",
     "gateway timeout",
 )
+# azure-core's DecodeError ("JSON is invalid: ..."); DefaultAzureCredential keeps only its text.
+_BAD_RESPONSE_HINTS = ("json is invalid",)
 _TIMEOUT_NAMES = {
     "TimeoutError",
     "TimeoutExpired",
@@ -140,11 +186,13 @@ _TIMEOUT_NAMES = {
 _CONNECTION_NAMES = {"ConnectionError", "ServiceRequestError", "ServiceResponseError"}
 
 
-def classify_failure(exc: BaseException) -> tuple[bool, str]:
+def classify_failure(exc: BaseException, http_statuses: Sequence[int] = ()) -> tuple[bool, str]:
     """Return (transient, likely fix) for a credential's exception.
 
-    Time-outs, throttling (429), server errors (5xx) and connection errors are
-    transient; an unavailable credential, a wrong client ID or a 4xx are not.
+    Time-outs, throttling (429), server errors (5xx), responses that are not
+    JSON and connection errors are transient; an unavailable credential, a wrong
+    client ID or a 4xx are not. ``http_statuses`` adds the statuses of responses
+    the credential received to those found on the exceptions.
 
     NOTE: azure-identity often reports failures as ClientAuthenticationError with
     only a message, so this matches message text, which new wordings can defeat.
@@ -153,6 +201,7 @@ def classify_failure(exc: BaseException) -> tuple[bool, str]:
     text = " ".join(str(link) for link in chain).lower()
     class_names = {cls.__name__ for link in chain for cls in type(link).__mro__}
     statuses = {status for status in map(_status_code, chain) if status is not None}
+    statuses.update(http_statuses)
 
     if class_names & _TIMEOUT_NAMES or "timed out" in text:
         return True, _FIX_TIMEOUT
@@ -162,6 +211,8 @@ def classify_failure(exc: BaseException) -> tuple[bool, str]:
         hint in text for hint in _SERVER_ERROR_HINTS
     ):
         return True, _FIX_SERVER
+    if "DecodeError" in class_names or any(hint in text for hint in _BAD_RESPONSE_HINTS):
+        return True, _FIX_BAD_RESPONSE
     if any(hint in text for hint in _CLIENT_ID_HINTS):
         return False, _FIX_CLIENT_ID
     if "CredentialUnavailableError" in class_names:

@@ -30,7 +30,13 @@ from securemysql.tokens.cache import (
 )
 from securemysql.tokens.claims import AccessToken, format_utc, is_finite_number, to_access_token
 from securemysql.tokens.credential import CredentialHolder
-from securemysql.tokens.failures import Failure, acquisition_failure, rebuilder, sanitize
+from securemysql.tokens.failures import (
+    Failure,
+    acquisition_failure,
+    rebuilder,
+    sanitize,
+    timeout_error,
+)
 from securemysql.tokens.scopes import resolve_scope
 
 if TYPE_CHECKING:
@@ -55,6 +61,8 @@ class _Flight:
         self.done = threading.Event()
         self.result: Optional[AccessToken] = None
         self.failure: Optional[Failure] = None
+        # HTTP statuses the credential received, appended by the fetching thread.
+        self.http_statuses: list[int] = []
 
 
 class TokenProvider:
@@ -348,14 +356,11 @@ class TokenProvider:
         finished = flight.done.wait(max(0.0, flight.deadline - time.monotonic()))
         if not finished:
             self._abandon(flight)
-            raise TokenAcquisitionError(
-                f"{self.credential_name} did not return an access token for scope "
-                f"{self._scope} within {self._timeout:g} s. Likely fix: check that the "
-                "managed identity endpoint or Microsoft Entra ID is reachable from this "
-                "host, or raise the timeout",
-                credential=self.credential_name,
+            raise timeout_error(
+                credential_name=self.credential_name,
                 scope=self._scope,
-                transient=True,
+                timeout=self._timeout,
+                http_statuses=list(flight.http_statuses),
             )
 
         if flight.failure is not None:
@@ -441,7 +446,10 @@ class TokenProvider:
             failure = Failure(build=rebuilder(exc), cause=exc.__cause__)
         except Exception as exc:
             failure = acquisition_failure(
-                exc, credential_name=self.credential_name, scope=self._scope
+                exc,
+                credential_name=self.credential_name,
+                scope=self._scope,
+                http_statuses=list(flight.http_statuses),
             )
         finally:
             if token is None and failure is None:
@@ -467,9 +475,9 @@ class TokenProvider:
         challenge to a caller-supplied credential raised during a forced refresh.
         """
         if flight.forced:
-            return self._fetch(bypass_cache=True, fallback_to_plain=True)
+            return self._fetch(flight, bypass_cache=True, fallback_to_plain=True)
 
-        token, fetched_mono = self._fetch(bypass_cache=False, fallback_to_plain=False)
+        token, fetched_mono = self._fetch(flight, bypass_cache=False, fallback_to_plain=False)
         if self._is_usable(self._make_entry(token, fetched_mono)):
             return token, fetched_mono
 
@@ -480,7 +488,7 @@ class TokenProvider:
             format_utc(token.expires_on),
         )
         try:
-            return self._fetch(bypass_cache=True, fallback_to_plain=False)
+            return self._fetch(flight, bypass_cache=True, fallback_to_plain=False)
         except Exception as exc:
             _LOGGER.warning(
                 "fetching past the credential's cache failed: %s",
@@ -488,10 +496,15 @@ class TokenProvider:
             )
             return token, fetched_mono
 
-    def _fetch(self, *, bypass_cache: bool, fallback_to_plain: bool) -> tuple[AccessToken, float]:
+    def _fetch(
+        self, flight: _Flight, *, bypass_cache: bool, fallback_to_plain: bool
+    ) -> tuple[AccessToken, float]:
         """Call the credential and check its token; return it with the monotonic fetch time."""
         raw = self._credential.fetch(
-            bypass_cache=bypass_cache, fallback_to_plain=fallback_to_plain, now=self._clock()
+            bypass_cache=bypass_cache,
+            fallback_to_plain=fallback_to_plain,
+            now=self._clock(),
+            http_statuses=flight.http_statuses,
         )
         fetched_at = self._clock()
         fetched_mono = self._monotonic()

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, Callable, ClassVar, Optional, Union
 
 import pytest
@@ -31,6 +32,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from securemysql import redaction
 from securemysql.errors import (
     ConfigurationError,
     InvalidTokenError,
@@ -825,6 +827,15 @@ def _credential_unavailable(message: str) -> Exception:
             "enable a managed identity",
         ),
         (_http_error(403, "Forbidden"), False, "permissions"),
+        (
+            ClientAuthenticationError(
+                "DefaultAzureCredential failed to retrieve a token from the included "
+                "credentials. ManagedIdentityCredential: JSON is invalid: Unterminated "
+                "string starting at: line 1 column 18 (char 17)"
+            ),
+            True,
+            "not valid JSON",
+        ),
         (ValueError("something else"), False, "configuration"),
     ],
 )
@@ -851,6 +862,33 @@ def test_failure_message_redacts_token(clock: FakeClock, make_provider: Any) -> 
     assert leaked not in str(info.value)
     assert "[REDACTED]" in str(info.value)
     assert info.value.__cause__ is None  # the original message is not chained
+
+
+def opaque_jwt(**claims: Any) -> str:
+    """Return a JWT whose header does not start with "eyJ", so no JWT pattern finds it."""
+    header = base64.urlsafe_b64encode(b' {"alg": "none"}').rstrip(b"=").decode()
+    payload = {"aud": AUDIENCE, "oid": "oid-1", "n": next(_serial), **claims}
+    return f"{header}.{b64url(payload)}.c2lnbmF0dXJl"
+
+
+def test_fetched_token_registered_for_redaction(clock: FakeClock, make_provider: Any) -> None:
+    token = opaque_jwt(exp=int(clock.wall + 3600))
+    assert token in redaction.redact(f"before {token}")
+
+    provider = make_provider(FakeCredential(CoreAccessToken(token, int(clock.wall + 3600))))
+    provider.get_token()
+
+    assert token not in redaction.redact(f"sent {token}")
+
+
+def test_rejected_token_registered_for_redaction(clock: FakeClock, make_provider: Any) -> None:
+    token = opaque_jwt(exp=int(clock.wall + 3600), aud="https://management.azure.com")
+    provider = make_provider(FakeCredential(CoreAccessToken(token, int(clock.wall + 3600))))
+
+    with pytest.raises(TokenAudienceError):
+        provider.get_token()
+
+    assert token not in redaction.redact(f"sent {token}")
 
 
 # --- TokenProvider: logging, repr, close ----------------------------------------------
@@ -993,12 +1031,90 @@ def test_owned_credential_created_lazily(
 
     provider.get_token()
     (created,) = default_credential.instances
+    assert callable(created.kwargs.pop("raw_response_hook"))
     assert created.kwargs == {
         "managed_identity_client_id": "client-1",
         "connection_timeout": 12.0,
         "read_timeout": 12.0,
         "process_timeout": 12.0,
     }
+
+
+def _status_response(status: int) -> SimpleNamespace:
+    """Stand in for the azure-core PipelineResponse that a raw_response_hook receives."""
+    return SimpleNamespace(http_response=SimpleNamespace(status_code=status))
+
+
+# azure-identity 1.27 reports an App Service endpoint answering 500 or 429 like this.
+_NO_CONFIGURATION = (
+    "DefaultAzureCredential failed to retrieve a token from the included credentials. "
+    "ManagedIdentityCredential: App Service managed identity configuration not found in "
+    "environment. Token request error: (invalid_scope) None, None"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "fix_word"), [(500, "server error"), (503, "server error"), (429, "throttled")]
+)
+def test_owned_credential_http_status_classifies(
+    make_provider: Any,
+    default_credential: type[RecordingDefaultCredential],
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    fix_word: str,
+) -> None:
+    def failing_get_token(self: RecordingDefaultCredential, *scopes: str, **kwargs: Any) -> Any:
+        for _ in range(2):
+            self.kwargs["raw_response_hook"](_status_response(status))
+        raise ClientAuthenticationError(_NO_CONFIGURATION)
+
+    monkeypatch.setattr(default_credential, "get_token", failing_get_token)
+    provider = make_provider(None)
+
+    with pytest.raises(TokenAcquisitionError) as info:
+        provider.get_token()
+
+    assert info.value.transient is True
+    assert f"HTTP {status}, {status}" in str(info.value)
+    assert fix_word in str(info.value)
+
+
+def test_owned_credential_timeout_names_status(
+    make_provider: Any,
+    default_credential: type[RecordingDefaultCredential],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate = threading.Event()
+
+    def hanging_get_token(self: RecordingDefaultCredential, *scopes: str, **kwargs: Any) -> Any:
+        self.kwargs["raw_response_hook"](_status_response(429))
+        gate.wait(WAIT)
+        raise ClientAuthenticationError(_NO_CONFIGURATION)
+
+    monkeypatch.setattr(default_credential, "get_token", hanging_get_token)
+    provider = make_provider(None, timeout=0.2)
+    try:
+        with pytest.raises(TokenAcquisitionError) as info:
+            provider.get_token()
+    finally:
+        gate.set()
+
+    assert info.value.transient is True
+    assert "within 0.2 s; so far the token endpoint returned HTTP 429" in str(info.value)
+    assert "throttled" in str(info.value)
+
+
+def test_response_hook_outside_fetch_harmless(
+    make_provider: Any, default_credential: type[RecordingDefaultCredential]
+) -> None:
+    provider = make_provider(None)
+    provider.get_token()
+    hook = default_credential.instances[0].kwargs["raw_response_hook"]
+
+    hook(_status_response(500))  # another thread's request, or one after the fetch
+    hook(SimpleNamespace())  # a response object without http_response
+
+    assert provider.get_token().token == default_credential.instances[0].cached.token
 
 
 def test_owned_credential_without_client_id(
