@@ -326,9 +326,16 @@ class Sandbox:
         self._require_started()
         self.server.query(f"SET GLOBAL require_secure_transport = {'ON' if enabled else 'OFF'}")
 
-    def set_max_connections(self, limit: int) -> None:
+    def set_max_connections(self, limit: int) -> int:
+        """Set the server's ``max_connections`` and return the value now in effect.
+
+        MariaDB 10.11 raises values below 10 to 10, and admits one connection more
+        for an account with SUPER, such as the sandbox's admin user (not the token
+        users), so that an administrator can still log in.
+        """
         self._require_started()
         self.server.query(f"SET GLOBAL max_connections = {int(limit)}")
+        return int(self.server.query("SELECT @@GLOBAL.max_connections")[0][0])
 
     def rotate_signing_key(self) -> None:
         """Replace the signing key: tokens issued before are rejected at login."""
