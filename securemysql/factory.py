@@ -20,7 +20,7 @@ from securemysql import redaction
 from securemysql.drivers import ConnectParams, Driver, load_driver
 from securemysql.drivers.base import remember_tls_info
 from securemysql.errors import AuthenticationError, ConfigurationError, TLSError
-from securemysql.retry import RetryPolicy
+from securemysql.retry import Outcome, RetryPolicy, classify, error_number
 from securemysql.tls import TLSConfig, translate_tls_failure
 from securemysql.tokens import AccessToken, TokenProvider
 
@@ -155,7 +155,7 @@ class ConnectionFactory:
         try:
             connection = self._open(token)
         except Exception as exc:
-            if not self.driver.is_auth_rejection(exc):
+            if not self._is_auth_rejection(exc):
                 raise
             connection = self._retry_with_fresh_token(token, exc)
 
@@ -184,7 +184,7 @@ class ConnectionFactory:
         try:
             return self._open(fresh)
         except Exception as exc:
-            if not self.driver.is_auth_rejection(exc):
+            if not self._is_auth_rejection(exc):
                 raise
             raise AuthenticationError(
                 f"The server rejected the access token for MySQL user {self.user!r} twice, the "
@@ -193,8 +193,13 @@ class ConnectionFactory:
                 "matches the Entra name exactly, and that the token's tenant and audience "
                 f"({self.tokens.scope}) are those of the server.",
                 user=self.user,
-                errno=1045,
+                errno=error_number(exc),
             ) from exc
+
+    def _is_auth_rejection(self, exc: BaseException) -> bool:
+        # retry.ERROR_TABLE decides (1045, 1698, or SQLSTATE 28000 without a number),
+        # whatever exception class the driver chose.
+        return classify(exc) is Outcome.AUTHENTICATION or self.driver.is_auth_rejection(exc)
 
     def _open(self, token: AccessToken) -> Any:
         try:
