@@ -302,6 +302,20 @@ def _pop_single(arguments: dict[str, Any], names: tuple[str, ...]) -> Any:
     return first_value
 
 
+def _copy_containers(value: Any) -> Any:
+    """Copy plain dicts, lists, tuples and sets recursively; share every other object.
+
+    Drivers may change a container they are given (mysql-connector-python 26.10
+    adds its default attributes to the ``conn_attrs`` dict it receives), so the
+    factory keeps containers of its own and the caller's stay unchanged.
+    """
+    if type(value) is dict:
+        return {key: _copy_containers(item) for key, item in value.items()}
+    if type(value) in (list, tuple, set, frozenset):
+        return type(value)(_copy_containers(item) for item in value)
+    return value
+
+
 def _build_factory(
     dialect: Dialect,
     url: URL,
@@ -318,7 +332,7 @@ def _build_factory(
     ``ssl_ca``) set that option, and the rest are driver arguments.
     """
     _cargs, dialect_arguments = dialect.create_connect_args(url)
-    arguments: dict[str, Any] = {**dialect_arguments, **connect_args}
+    arguments: dict[str, Any] = _copy_containers({**dialect_arguments, **connect_args})
     factory_options = dict(options)
     for name in sorted(_FACTORY_OPTIONS & set(arguments)):
         _store_option(factory_options, name, arguments.pop(name), source=f"connect_args {name}")

@@ -298,6 +298,16 @@ def test_connect_args_left_unchanged_by_engine_creation() -> None:
     assert connect_args == snapshot
 
 
+def test_factory_keeps_own_nested_arguments() -> None:
+    attributes = {"app": "billing"}
+
+    engine = secure_sa.create_engine(BASE_URL, connect_args={"conv": attributes})
+    factory_attributes = _factory(engine).driver_kwargs["conv"]
+
+    assert factory_attributes == attributes
+    assert factory_attributes is not attributes
+
+
 def test_later_change_to_connect_args_ignored() -> None:
     connect_args = {"charset": "utf8mb4"}
 
