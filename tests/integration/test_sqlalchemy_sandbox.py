@@ -287,18 +287,44 @@ def _template_arguments(driver: str) -> dict[str, Any]:
     return arguments
 
 
+def _engine_with_arguments(
+    sandbox: Sandbox, driver: str, path: str, arguments: dict[str, Any]
+) -> tuple[sqlalchemy.Engine, ConnectionFactory]:
+    """Return an engine without a pool (one physical connect per checkout) and its factory."""
+    if path == "helper":
+        engine = secure_sa.create_engine(
+            _url(sandbox, driver), connect_args=arguments, poolclass=sqlalchemy.pool.NullPool
+        )
+        helper_factory = secure_sa.connection_factory(engine)
+        assert helper_factory is not None
+        return engine, helper_factory
+
+    info = sandbox.info
+    factory = ConnectionFactory(
+        info.host,
+        info.user,
+        port=info.port,
+        database=info.database,
+        ssl_ca=info.ssl_ca,
+        driver=driver,
+        **arguments,
+    )
+    engine = sqlalchemy.create_engine(
+        f"{SCHEMES[driver]}://", creator=factory, poolclass=sqlalchemy.pool.NullPool
+    )
+    secure_sa.install_disconnect_handler(engine)
+    return engine, factory
+
+
+@pytest.mark.parametrize("path", ["helper", "creator"])
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_connect_args_unchanged_after_connects(
-    sandbox: Sandbox, driver: str, engines: list[sqlalchemy.Engine]
+    sandbox: Sandbox, driver: str, path: str, engines: list[sqlalchemy.Engine]
 ) -> None:
-    connect_args = _template_arguments(driver)
-    snapshot = copy.deepcopy(connect_args)
-    engine = secure_sa.create_engine(
-        _url(sandbox, driver), connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool
-    )
+    arguments = _template_arguments(driver)
+    snapshot = copy.deepcopy(arguments)
+    engine, factory = _engine_with_arguments(sandbox, driver, path, arguments)
     engines.append(engine)
-    factory = secure_sa.connection_factory(engine)
-    assert factory is not None
     factory_arguments = copy.deepcopy(dict(factory.driver_kwargs))
 
     sessions = []
@@ -309,9 +335,8 @@ def test_connect_args_unchanged_after_connects(
 
     assert sessions[0][0] != sessions[1][0]
     assert [probe for _, probe in sessions] == [7, 7]
-    assert connect_args == snapshot
-    if driver == "pymysql":
-        assert dict(factory.driver_kwargs) == factory_arguments
+    assert arguments == snapshot
+    assert dict(factory.driver_kwargs) == factory_arguments
 
 
 def test_password_from_other_listener_ignored(
