@@ -262,6 +262,24 @@ def test_resolve_scope_rejects_empty_scope() -> None:
         resolve_scope(scope="  ")
 
 
+@pytest.mark.parametrize(
+    ("host", "cloud", "expected"),
+    [
+        ("srv.mysql.database.chinacloudapi.cn", None, SCOPE_CHINA),
+        ("srv.mysql.database.usgovcloudapi.net", None, SCOPE_US_GOVERNMENT),
+        ("srv.mysql.database.azure.com", None, SCOPE_PUBLIC),
+        ("10.0.0.4", "AzureChinaCloud", SCOPE_CHINA),
+        ("srv.mysql.database.azure.com", "usgovernment", SCOPE_US_GOVERNMENT),
+    ],
+)
+def test_factory_scope_from_host_or_cloud(host: str, cloud: Optional[str], expected: str) -> None:
+    from securemysql.factory import ConnectionFactory
+
+    factory = ConnectionFactory(host, "app-user", cloud=cloud)
+
+    assert factory.tokens.scope == expected
+
+
 def test_audience_for_scope() -> None:
     assert audience_for_scope(SCOPE_PUBLIC) == AUDIENCE
     assert audience_for_scope(SCOPE_CHINA) == "https://ossrdbms-aad.database.chinacloudapi.cn"
