@@ -141,9 +141,14 @@ class ConnectionFactory:
         Raises:
             securemysql.errors.TLSError: TLS could not be verified; nothing secret was sent.
             securemysql.errors.AuthenticationError: the server rejected a fresh token too.
-            securemysql.errors.TokenAcquisitionError: no access token could be obtained.
+            securemysql.errors.TokenAcquisitionError: no access token could be obtained,
+                for a reason that retrying cannot fix.
+            securemysql.errors.InvalidTokenError: the credential returned a token that
+                would fail at login (audience, expiry, format); it was not sent.
             securemysql.errors.ConnectionFailedError: retries ran out, or a permanent
-                driver error; the driver's exception is chained.
+                driver error; the driver's exception is chained. A transient
+                TokenAcquisitionError (endpoint error, throttling, time-out) ends here
+                too when retries are disabled or run out, chained as ``__cause__``.
         """
         description = f"connect to {self.host}:{self.port} as {self.user!r}"
         return self.retry.call(self._connect_once, description=description)
