@@ -8,8 +8,9 @@ the same TLS settings: PyMySQL gets the same ``ssl.SSLContext`` object,
 mysql-connector the same CA file with certificate and host-name verification.
 The two are interleaved (ABBA order) so that both see the same machine load.
 Only the connect call is timed; closing is not. Target: the ratio of the
-medians is at most 1.05. A mode over target, or every mode with ``--profile``,
-is profiled with cProfile and the time per connect is broken down by package.
+medians is at most 1.05. Every mode (with ``--no-profile`` only a mode over
+target) is then profiled with cProfile: the time per connect by package, and the
+functions with the most own time, with and without securemysql.
 """
 
 from __future__ import annotations
@@ -185,11 +186,13 @@ def _time_by_package(stats: Any, connects: int) -> dict[str, float]:
     return {package: seconds / connects for package, seconds in totals.items()}
 
 
-def _top_sdk_functions(stats: Any, connects: int, count: int) -> list[str]:
-    """Return the ``count`` securemysql and tenacity functions with the most own time."""
+def _top_functions(
+    stats: Any, connects: int, count: int, packages: tuple[str, ...] | None = None
+) -> list[str]:
+    """Return the ``count`` functions (of ``packages``, if given) with the most own time."""
     rows = []
     for (filename, line, name), (_cc, calls, own_time, cumulative, _callers) in stats.items():
-        if _package_of(filename) in ("securemysql", "tenacity"):
+        if packages is None or _package_of(filename) in packages:
             short = filename.split("/site-packages/")[-1].split("/work/main/")[-1]
             rows.append((own_time, cumulative, calls, f"{short}:{line} {name}"))
     rows.sort(reverse=True)
@@ -204,8 +207,9 @@ def _profile_lines(
     mode: str, secure: Callable[[], Any], raw: Callable[[], Any], connects: int
 ) -> list[str]:
     secure_stats = _profile(secure, connects)
+    raw_stats = _profile(raw, connects)
     secure_profile = _time_by_package(secure_stats, connects)
-    raw_profile = _time_by_package(_profile(raw, connects), connects)
+    raw_profile = _time_by_package(raw_stats, connects)
 
     prefix = f"{mode} profile ({connects} connects each, own time per connect)"
     lines = []
@@ -220,7 +224,12 @@ def _profile_lines(
         f"{prefix}, all: securemysql {sum(secure_profile.values()) * 1e6:.0f} us, "
         f"raw {sum(raw_profile.values()) * 1e6:.0f} us"
     )
-    top = _top_sdk_functions(secure_stats, connects, 8)
+    lines.extend(
+        f"{mode} raw, top function {row}" for row in _top_functions(raw_stats, connects, 3)
+    )
+    top = _top_functions(secure_stats, connects, 3)
+    lines.extend(f"{mode} securemysql, top function {row}" for row in top)
+    top = _top_functions(secure_stats, connects, 8, ("securemysql", "tenacity"))
     lines.extend(f"{mode} securemysql/tenacity function {row}" for row in top)
     return lines
 
@@ -240,7 +249,7 @@ def _mode_available(mode: str) -> str:
 
 
 def run_mode(sandbox: Sandbox, mode: str, args: argparse.Namespace) -> tuple[ModeResult, list[str]]:
-    """Measure one driver mode; profile it when over target or asked to."""
+    """Measure one driver mode; profile it unless it meets the target and --no-profile is given."""
     info = sandbox.info
     context = _ssl_context(info.ssl_ca)
     factory = _factory(info, mode, context)
@@ -250,7 +259,7 @@ def run_mode(sandbox: Sandbox, mode: str, args: argparse.Namespace) -> tuple[Mod
     secure_times, raw_times = _measure(factory, raw, args.connects, args.warmup)
     result = ModeResult(mode, secure_times, raw_times)
     profile: list[str] = []
-    if args.profile or result.ratio > TARGET_RATIO:
+    if not args.no_profile or result.ratio > TARGET_RATIO:
         profile = _profile_lines(mode, factory, raw, args.profile_connects)
     return result, profile
 
@@ -280,7 +289,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", nargs="+", choices=MODES, default=list(MODES), help="driver modes to measure"
     )
-    parser.add_argument("--profile", action="store_true", help="profile every mode")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="profile only the modes over target"
+    )
     parser.add_argument(
         "--profile-connects", type=int, default=100, help="connects per profile (default 100)"
     )
