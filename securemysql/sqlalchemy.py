@@ -421,9 +421,11 @@ def install_disconnect_handler(engine: Engine) -> None:
     """Make ``engine``'s pool replace connections broken by transient errors.
 
     Adds a ``handle_error`` listener that sets ``is_disconnect`` for every error
-    that :func:`securemysql.is_transient` classifies as transient (the error
-    numbers in ``securemysql.retry.ERROR_TABLE`` such as 1053, 1927, 2006, 2013,
-    2055 and 4031, and network errors), for statements and for pool pre-ping.
+    that :func:`securemysql.is_transient` classifies as transient, for statements
+    and for pool pre-ping. These are network errors and the transient numbers in
+    ``securemysql.retry.ERROR_TABLE``, such as 1053, 1927, 2006, 2013 and 2055.
+    SQLAlchemy's MySQL dialects call only some of them disconnects (not 1053, for
+    example), so without this listener the pool would hand such a connection out again.
     :func:`create_engine` and the plugin call it; call it for an engine built with
     ``creator=``. Calling it twice on one engine adds the listener once.
     """
@@ -451,8 +453,9 @@ class SecureMySQLPlugin(CreateEnginePlugin):
     The factory is built when the engine is created, from the arguments SQLAlchemy
     would give the driver: the dialect's reading of the URL plus ``connect_args``,
     copied once. ``cargs`` and ``cparams`` of each connect are not read, so changes
-    that other ``do_connect`` listeners make to them have no effect. Listeners
-    registered after this one are not called, because this one returns the connection.
+    that other ``do_connect`` listeners make to them have no effect. The engine's
+    listeners registered after this one are not called, because this one returns the
+    connection.
 
     Raises ConfigurationError (while ``create_engine`` runs) for a URL with a
     password, an unsupported driver, invalid options, or ``creator=``/``pool=``, which

@@ -348,6 +348,19 @@ def test_pool_defaults(create: Any) -> None:
     assert engine.pool._recycle == secure_sa.DEFAULT_POOL_RECYCLE
 
 
+def test_engine_from_config_uses_plugin() -> None:
+    configuration = {
+        "sqlalchemy.url": _plugin_url(f"ssl_ca={CA_FILE}"),
+        "sqlalchemy.pool_recycle": "600",
+    }
+
+    engine = sqlalchemy.engine_from_config(configuration, prefix="sqlalchemy.")
+
+    assert _factory(engine).tls.ca_file == CA_FILE
+    assert engine.pool._pre_ping is True
+    assert engine.pool._recycle == 600
+
+
 def test_pool_defaults_overridable() -> None:
     engine = secure_sa.create_engine(BASE_URL, pool_pre_ping=False, pool_recycle=600)
 
