@@ -80,8 +80,8 @@ rather than --password=, which other users can read in the process list
                               --ssl-mode=VERIFY_IDENTITY instead)
 
 Without certificate verification the client would send the token to any host
-that intercepts the connection. Tokens live 5 to 60 minutes and are checked
-only at login.
+that intercepts the connection. The server checks the token at login only, so
+a session stays open after the token expires.
 
 Exit codes: 0 token printed; 2 invalid options; 13 no access token.
 Environment: SECUREMYSQL_SCOPE, SECUREMYSQL_CLIENT_ID, SECUREMYSQL_HOST,
@@ -206,7 +206,9 @@ def _add_check_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         f"{_environment_help('driver')}",
     )
 
-    _add_token_options(check)
+    _add_token_options(
+        check, timeout_help="seconds allowed for each network step and for the token request"
+    )
     check.add_argument(
         "--ssl-ca",
         default=_default("ssl_ca"),
@@ -233,7 +235,7 @@ def _add_check_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     check.set_defaults(handler=_run_check_command)
 
 
-def _add_token_options(parser: argparse.ArgumentParser) -> None:
+def _add_token_options(parser: argparse.ArgumentParser, *, timeout_help: str) -> None:
     parser.add_argument(
         "--client-id",
         default=_default("client_id"),
@@ -252,8 +254,7 @@ def _add_token_options(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=_default("timeout") or "10",
         metavar="SECONDS",
-        help="seconds allowed for each network step and for the token request (default: 10) "
-        f"{_environment_help('timeout')}",
+        help=f"{timeout_help} (default: 10) {_environment_help('timeout')}",
     )
 
 
@@ -265,7 +266,7 @@ def _add_token_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         epilog=_TOKEN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_token_options(token)
+    _add_token_options(token, timeout_help="seconds allowed for the token request")
     token.add_argument(
         "--host",
         default=_default("host"),
