@@ -396,6 +396,7 @@ def test_strict_passes_with_secure_transport(
 # --- Logs and subprocesses -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("driver", ["pymysql", "mysql.connector"])
 @pytest.mark.parametrize("user", ["sandbox-app", "no-such-user"])
 def test_debug_logs_without_token(
     sandbox: Sandbox,
@@ -403,10 +404,14 @@ def test_debug_logs_without_token(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     user: str,
+    driver: str,
 ) -> None:
+    if driver == "mysql.connector":
+        # mysql-connector logs the clear-text password packet at DEBUG.
+        pytest.importorskip("securemysql.drivers.mysqlconnector")
     caplog.set_level(logging.DEBUG)
 
-    code = main(["-vv", "check", "--json", *base_arguments(sandbox, user=user)])
+    code = main(["-vv", "check", "--json", *base_arguments(sandbox, user=user, driver=driver)])
     captured = capsys.readouterr()
 
     assert code == (0 if user == "sandbox-app" else 14)
