@@ -9,7 +9,7 @@ among all concurrent callers. :mod:`.failures` turns a failed call into an error
 that names the likely fix.
 
 The public API is what this package exports; the submodules are its
-implementation. Every module logs on the ``securemysql.tokens`` logger.
+implementation. All log records go to the ``securemysql.tokens`` logger.
 
 Times are in seconds: ``expires_on`` and ``fetched_at`` are Unix epoch seconds
 (UTC); margins, gaps and time-outs are durations in seconds.

@@ -8,7 +8,10 @@ sends a claims challenge to a credential that the caller gave.
 The holder also records the HTTP status of every response that a created
 credential receives. azure-identity 1.27 reports an App Service identity endpoint
 that returns HTTP 500 or 429 as "managed identity configuration not found", so
-the status is the only reliable sign of what went wrong.
+the status is the only reliable sign of what went wrong. MSAL 1.39, which it
+uses for managed identity, then replays such a response for 5 s (or the
+Retry-After time) without sending a request. The holder recognises the repeated
+failure by its text and reports the statuses of the earlier one.
 
 azure-identity is imported only when a DefaultAzureCredential is first created.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from securemysql.errors import TokenAcquisitionError
@@ -29,6 +33,21 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger("securemysql.tokens")
 
 DEFAULT_CREDENTIAL_NAME = "DefaultAzureCredential"
+
+
+@dataclass
+class ResponseLog:
+    """HTTP responses behind one fetch, which may call the credential more than once.
+
+    Attributes:
+        statuses: the status of each response received, in order. The fetching
+            thread appends to it, so another thread may read it while the fetch runs.
+        repeated: statuses of an earlier failed call whose failure the credential
+            repeated without sending a request; empty when there was none.
+    """
+
+    statuses: list[int] = field(default_factory=list)
+    repeated: tuple[int, ...] = ()
 
 
 class CredentialHolder:
@@ -62,8 +81,11 @@ class CredentialHolder:
         self._lock = threading.Lock()
         self._call_count = 0
         self._closed = False
-        # Per thread: the list that receives HTTP statuses during the current call.
-        self._status_sink = threading.local()
+        # Per thread: the ResponseLog of the fetch that the thread is running.
+        self._current_log = threading.local()
+        # The created credential whose last failed call received responses, the
+        # text of that failure and the statuses of those responses.
+        self._last_failure: Optional[tuple[object, str, tuple[int, ...]]] = None
 
     @property
     def name(self) -> str:
@@ -84,7 +106,7 @@ class CredentialHolder:
         bypass_cache: bool,
         fallback_to_plain: bool,
         now: float,
-        http_statuses: Optional[list[int]] = None,
+        responses: Optional[ResponseLog] = None,
     ) -> Any:
         """Call ``get_token`` for the scope and return the credential's result.
 
@@ -93,22 +115,20 @@ class CredentialHolder:
         epoch seconds). If that challenge raises and ``fallback_to_plain`` is set,
         a plain ``get_token`` follows.
 
-        ``http_statuses``, when given, receives the HTTP status of each response
-        that a created credential gets during this call, as it arrives, so another
-        thread may read it while the call still runs. A caller's credential
-        reports nothing.
+        ``responses``, when given, receives the HTTP statuses that a created
+        credential gets during this fetch. A caller's credential reports nothing.
 
         Raises:
             TokenAcquisitionError: the holder is closed or azure-identity is missing.
             Exception: whatever the credential raises.
         """
-        self._status_sink.statuses = http_statuses
+        self._current_log.responses = responses
         try:
             return self._fetch(
                 bypass_cache=bypass_cache, fallback_to_plain=fallback_to_plain, now=now
             )
         finally:
-            self._status_sink.statuses = None
+            self._current_log.responses = None
 
     def _fetch(self, *, bypass_cache: bool, fallback_to_plain: bool, now: float) -> Any:
         if bypass_cache and self.owned:
@@ -152,9 +172,35 @@ class CredentialHolder:
     def _call(self, credential: TokenCredential, *, claims: Optional[str]) -> Any:
         with self._lock:
             self._call_count += 1
-        if claims is None:
-            return credential.get_token(self._scope)
-        return credential.get_token(self._scope, claims=claims)
+
+        responses: Optional[ResponseLog] = getattr(self._current_log, "responses", None)
+        received_before = len(responses.statuses) if responses is not None else 0
+        try:
+            if claims is None:
+                return credential.get_token(self._scope)
+            return credential.get_token(self._scope, claims=claims)
+        except Exception as exc:
+            if responses is not None:
+                self._note_failure(credential, exc, responses, received_before)
+            raise
+
+    def _note_failure(
+        self,
+        credential: TokenCredential,
+        exc: Exception,
+        responses: ResponseLog,
+        received_before: int,
+    ) -> None:
+        """Remember a failure that came with responses; spot one repeated without any."""
+        received = tuple(responses.statuses[received_before:])
+        text = str(exc)
+        with self._lock:
+            if received:
+                self._last_failure = (credential, text, received)
+                return
+            last = self._last_failure
+        if last is not None and last[0] is credential and last[1] == text:
+            responses.repeated = last[2]
 
     # --- The created DefaultAzureCredential ------------------------------------------
 
@@ -209,11 +255,11 @@ class CredentialHolder:
         return credential
 
     def _record_response(self, response: Any) -> None:
-        """Append the status of an azure-core PipelineResponse to the calling thread's list."""
-        statuses: Optional[list[int]] = getattr(self._status_sink, "statuses", None)
+        """Append the status of an azure-core PipelineResponse to the calling thread's log."""
+        responses: Optional[ResponseLog] = getattr(self._current_log, "responses", None)
         status = getattr(getattr(response, "http_response", None), "status_code", None)
-        if statuses is not None and isinstance(status, int):
-            statuses.append(status)
+        if responses is not None and isinstance(status, int):
+            responses.statuses.append(status)
 
 
 def _close_credential(credential: object) -> None:

@@ -48,20 +48,32 @@ def rebuilder(exc: TokenError) -> Callable[[], TokenError]:
 
 
 def acquisition_failure(
-    exc: Exception, *, credential_name: str, scope: str, http_statuses: Sequence[int] = ()
+    exc: Exception,
+    *,
+    credential_name: str,
+    scope: str,
+    http_statuses: Sequence[int] = (),
+    repeated_statuses: Sequence[int] = (),
 ) -> Failure:
     """Describe a credential's exception as a TokenAcquisitionError with a likely fix.
 
     ``http_statuses`` are the statuses of the HTTP responses the credential
-    received during the failed call; they are named in the message and take part
-    in the classification. The credential's exception is chained as the cause
-    only when none of the exceptions in its chain contains text that
-    :func:`securemysql.redaction.redact` would change, so that no token reaches a
-    logged traceback.
+    received during the failed fetch. ``repeated_statuses`` are those of an
+    earlier failure that the credential repeated without a request. Both are
+    named in the message and take part in the classification.
+
+    The credential's exception is chained as the cause only when none of the
+    exceptions in its chain contains text that :func:`securemysql.redaction.redact`
+    would change, so that no token reaches a logged traceback.
     """
-    transient, fix = classify_failure(exc, http_statuses)
+    transient, fix = classify_failure(exc, [*http_statuses, *repeated_statuses])
     cause_text = sanitize(str(exc)) or type(exc).__name__
     responses = describe_responses(http_statuses)
+    if repeated_statuses and not http_statuses:
+        responses = (
+            "the credential repeated an earlier failure without sending a request; "
+            f"before that, {describe_responses(repeated_statuses)}"
+        )
     message = (
         f"{credential_name} could not get an access token for scope {scope}: {cause_text}"
         f"{f' ({responses})' if responses else ''}. Likely fix: {fix}"

@@ -29,7 +29,7 @@ from securemysql.tokens.cache import (
     retry_delay,
 )
 from securemysql.tokens.claims import AccessToken, format_utc, is_finite_number, to_access_token
-from securemysql.tokens.credential import CredentialHolder
+from securemysql.tokens.credential import CredentialHolder, ResponseLog
 from securemysql.tokens.failures import (
     Failure,
     acquisition_failure,
@@ -61,8 +61,7 @@ class _Flight:
         self.done = threading.Event()
         self.result: Optional[AccessToken] = None
         self.failure: Optional[Failure] = None
-        # HTTP statuses the credential received, appended by the fetching thread.
-        self.http_statuses: list[int] = []
+        self.responses = ResponseLog()
 
 
 class TokenProvider:
@@ -215,6 +214,9 @@ class TokenProvider:
                 _LOGGER.debug("access token cache hit (%s)", entry.token.identity)
                 return entry.token
 
+            # A stale token is served while another thread refreshes it, or during the
+            # pause after a failed refresh. Otherwise this caller refreshes it and
+            # falls back to it if the refresh fails.
             if entry is not None and state == STALE:
                 if self._background or self._flight is not None or self._in_backoff():
                     self._wake.set()
@@ -269,6 +271,8 @@ class TokenProvider:
             token = self._wait_for(flight)
             if flight.forced or rejected is None:
                 return self._usable_or_raise(token)
+            # The joined flight was an ordinary refresh, which may have returned the
+            # rejected token from the credential's cache: check again, then force one.
 
     # --- Closing -------------------------------------------------------------------
 
@@ -360,7 +364,7 @@ class TokenProvider:
                 credential_name=self.credential_name,
                 scope=self._scope,
                 timeout=self._timeout,
-                http_statuses=list(flight.http_statuses),
+                http_statuses=list(flight.responses.statuses),
             )
 
         if flight.failure is not None:
@@ -449,7 +453,8 @@ class TokenProvider:
                 exc,
                 credential_name=self.credential_name,
                 scope=self._scope,
-                http_statuses=list(flight.http_statuses),
+                http_statuses=list(flight.responses.statuses),
+                repeated_statuses=flight.responses.repeated,
             )
         finally:
             if token is None and failure is None:
@@ -504,7 +509,7 @@ class TokenProvider:
             bypass_cache=bypass_cache,
             fallback_to_plain=fallback_to_plain,
             now=self._clock(),
-            http_statuses=flight.http_statuses,
+            responses=flight.responses,
         )
         fetched_at = self._clock()
         fetched_mono = self._monotonic()

@@ -392,3 +392,23 @@ def test_endpoint_fault_without_cached_token(
     assert elapsed < 3 * TOKEN_TIMEOUT  # the delayed endpoint responds only after 30 s
     assert logins.accepted == 0
     assert logins.rejections == []
+
+
+def test_repeated_endpoint_failure_stays_transient(faulty_sandbox: Sandbox) -> None:
+    factory = make_factory(faulty_sandbox, token_timeout=30.0)
+    faulty_sandbox.identity.inject_fault(Fault.HTTP_500)
+    with pytest.raises(ConnectionFailedError) as first:
+        factory()
+
+    # MSAL repeats the endpoint's 500 for 5 s without sending a request.
+    with pytest.raises(ConnectionFailedError) as second:
+        factory()
+
+    first_error = first.value.__cause__
+    assert isinstance(first_error, TokenAcquisitionError)
+    assert "returned HTTP 500" in str(first_error)
+    error = second.value.__cause__
+    assert isinstance(error, TokenAcquisitionError)
+    assert error.transient is True
+    assert "repeated an earlier failure without sending a request" in str(error)
+    assert "server error" in str(error)

@@ -1097,6 +1097,59 @@ def test_owned_credential_http_status_classifies(
     assert fix_word in str(info.value)
 
 
+def test_repeated_failure_keeps_status(
+    make_provider: Any,
+    default_credential: type[RecordingDefaultCredential],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+
+    def failing_get_token(self: RecordingDefaultCredential, *scopes: str, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # later calls repeat the failure without a request, as MSAL does
+            self.kwargs["raw_response_hook"](_status_response(500))
+        raise ClientAuthenticationError(_NO_CONFIGURATION)
+
+    monkeypatch.setattr(default_credential, "get_token", failing_get_token)
+    provider = make_provider(None)
+    with pytest.raises(TokenAcquisitionError):
+        provider.get_token()
+
+    with pytest.raises(TokenAcquisitionError) as info:
+        provider.get_token()
+
+    assert len(calls) == 2
+    assert info.value.transient is True
+    assert "repeated an earlier failure without sending a request" in str(info.value)
+    assert "HTTP 500" in str(info.value)
+
+
+def test_other_failure_without_responses_not_repeat(
+    make_provider: Any,
+    default_credential: type[RecordingDefaultCredential],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    messages = iter([_NO_CONFIGURATION, "EnvironmentCredential: something else failed"])
+
+    def failing_get_token(self: RecordingDefaultCredential, *scopes: str, **kwargs: Any) -> Any:
+        message = next(messages)
+        if message == _NO_CONFIGURATION:
+            self.kwargs["raw_response_hook"](_status_response(500))
+        raise ClientAuthenticationError(message)
+
+    monkeypatch.setattr(default_credential, "get_token", failing_get_token)
+    provider = make_provider(None)
+    with pytest.raises(TokenAcquisitionError):
+        provider.get_token()
+
+    with pytest.raises(TokenAcquisitionError) as info:
+        provider.get_token()
+
+    assert info.value.transient is False
+    assert "repeated" not in str(info.value)
+    assert "HTTP" not in str(info.value)
+
+
 def test_owned_credential_timeout_names_status(
     make_provider: Any,
     default_credential: type[RecordingDefaultCredential],
