@@ -33,10 +33,12 @@ COMMANDS: dict[str, list[str]] = {
     "python -c pass": [PYTHON, "-c", "pass"],
     "import pymysql": [PYTHON, "-c", "import pymysql"],
     "import securemysql": [PYTHON, "-c", "import securemysql"],
-    "import securemysql + first use of ConnectionFactory": [
+    # Builds a factory without connecting: no network, but the driver, the TLS
+    # policy and the default CA bundle are loaded.
+    "import securemysql + ConnectionFactory(...)": [
         PYTHON,
         "-c",
-        "import securemysql; securemysql.ConnectionFactory",
+        "import securemysql; securemysql.ConnectionFactory('db.mysql.database.azure.com', 'app')",
     ],
     "securemysql --help": [CLI, "--help"],
 }
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     top_level, forbidden = _module_report()
 
     added = medians["import securemysql"] - medians["import pymysql"]
-    first_use = medians["import securemysql + first use of ConnectionFactory"]
+    first_use = medians.get("import securemysql + ConnectionFactory(...)", float("nan"))
     lines = [f"{name}: median {value:.1f} ms (n={args.runs})" for name, value in medians.items()]
     lines += [
         f"{name}: not measured, the command failed ({error})" for name, error in failures.items()
@@ -135,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pymysql {importtime_pymysql:.1f} ms (median of {args.runs})",
         f"import securemysql minus import pymysql: {added:+.1f} ms "
         f"({'meets' if added <= TARGET_MS else 'misses'} the target of at most {TARGET_MS:.0f} ms)",
-        f"first use of ConnectionFactory minus import pymysql: "
-        f"{first_use - medians['import pymysql']:+.1f} ms (imports the PyMySQL driver, TLS "
-        "policy, certifi and tenacity; azure-identity follows at the first token)",
+        f"building a ConnectionFactory minus import pymysql: "
+        f"{first_use - medians['import pymysql']:+.1f} ms (loads PyMySQL, the TLS policy, the "
+        "default CA bundle and tenacity; azure-identity follows at the first token)",
         f"Top-level modules that import securemysql adds to a bare interpreter: "
         f"{', '.join(top_level)}",
         f"azure-identity or driver modules among them: {', '.join(forbidden) or 'none'}",
