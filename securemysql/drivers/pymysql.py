@@ -4,8 +4,12 @@ PyMySQL answers the server's switch to ``mysql_clear_password`` without any
 opt-in, and uses an ``ssl.SSLContext`` as given. Left alone it would also send
 the token in clear text to a server without TLS when no TLS arguments are set
 (PyMySQL 1.2), so this module adds a guard below the protocol code: before the
-socket is verified TLS, the only bytes PyMySQL may write are the 32-byte
+socket is verified TLS, the only bytes PyMySQL may write are one 32-byte
 SSLRequest packet that starts the TLS upgrade.
+
+``server_hostname`` needs nothing here: the context that
+``TLSConfig.create_ssl_context()`` builds for it replaces the name PyMySQL
+passes to ``wrap_socket()`` (the connection host).
 """
 
 from __future__ import annotations
@@ -13,11 +17,20 @@ from __future__ import annotations
 import ssl
 from typing import Any, Optional
 
-from securemysql.drivers.base import ConnectParams, Driver
+from securemysql.drivers.base import (
+    ConnectParams,
+    Driver,
+    close_quietly,
+    is_closed_socket,
+    is_sdk_tls_socket,
+    is_ssl_request,
+    not_verified_tls_error,
+)
+from securemysql.drivers.diagnose import diagnose_tls_failure
 from securemysql.errors import (
+    ConfigurationError,
     DriverNotAvailableError,
     InsecureConfigurationError,
-    TLSNotOfferedError,
 )
 from securemysql.tls import TLSInfo, is_verified_tls_socket, tls_info_from_socket
 
@@ -30,55 +43,54 @@ except ImportError as exc:  # pragma: no cover - pymysql is a core dependency
     ) from exc
 
 _ACCESS_DENIED = 1045
-# Packet header (3-byte length + sequence id) plus the 32-byte SSLRequest payload.
-_SSL_REQUEST_PACKET_LENGTH = 4 + 32
-
-
-class _ServerHostnameContext:
-    """Wraps an SSLContext so that TLS checks the configured server host name.
-
-    PyMySQL passes the host it connected to as ``server_hostname``; through a
-    private IP address the certificate carries the public host name instead.
-    """
-
-    def __init__(self, context: ssl.SSLContext, server_hostname: str) -> None:
-        self._context = context
-        self._server_hostname = server_hostname
-
-    def wrap_socket(self, sock: Any, server_hostname: Optional[str] = None, **kwargs: Any) -> Any:
-        return self._context.wrap_socket(sock, server_hostname=self._server_hostname, **kwargs)
-
+_PACKET_HEADER_LENGTH = 4
 
 # The type stubs omit the private methods that the guard overrides.
 _PyMySQLConnection: Any = pymysql.connections.Connection
 
 
 class GuardedConnection(_PyMySQLConnection):  # type: ignore[misc]
-    """A PyMySQL connection that writes nothing but the TLS upgrade request in clear text."""
+    """A PyMySQL connection that writes nothing but the TLS upgrade request in clear text.
+
+    ``_write_bytes`` is where every PyMySQL packet leaves for the socket. Each
+    new socket (``connect()`` and ``ping(reconnect=True)`` open one) may carry
+    one SSLRequest before TLS. Any other write must go to a TLS socket made by
+    ``securemysql_context`` (the SDK's verifying context); otherwise the
+    connection is closed and TLSNotOfferedError raised.
+    """
+
+    securemysql_context: Optional[ssl.SSLContext] = None
+    _securemysql_cleartext_socket: Optional[object] = None
 
     def _write_bytes(self, data: bytes) -> None:
-        if not is_verified_tls_socket(self._sock) and not _is_ssl_request(data):
-            self._force_close()
-            raise TLSNotOfferedError(
-                "Stopped before sending credentials: the connection to the server is not "
-                "verified TLS (the server may not offer TLS). Enable TLS on the server; "
-                "securemysql never sends an access token in clear text."
-            )
+        sock = self._sock
+        if not is_closed_socket(sock) and not self._is_sdk_tls(sock):
+            if not self._may_send_ssl_request(data):
+                self._force_close()
+                raise not_verified_tls_error()
+            self._securemysql_cleartext_socket = sock
         super()._write_bytes(data)
 
+    def _is_sdk_tls(self, sock: object) -> bool:
+        context = self.securemysql_context
+        return context is not None and is_sdk_tls_socket(sock, context)
 
-def _is_ssl_request(data: bytes) -> bool:
-    """Return True for the client's SSLRequest packet, which carries no secret."""
-    if len(data) != _SSL_REQUEST_PACKET_LENGTH:
-        return False
-    capabilities = int.from_bytes(data[4:8], "little")
-    return bool(capabilities & pymysql.constants.CLIENT.SSL)
+    def _may_send_ssl_request(self, data: bytes) -> bool:
+        first_on_socket = self._securemysql_cleartext_socket is not self._sock
+        return first_on_socket and is_ssl_request(data[_PACKET_HEADER_LENGTH:])
 
 
 class PyMySQLDriver(Driver):
     """Connects with PyMySQL and returns ``pymysql.connections.Connection`` objects."""
 
     name = "pymysql"
+
+    def __init__(self, use_pure: Optional[bool] = None) -> None:
+        if use_pure is not None:
+            raise ConfigurationError(
+                "use_pure= selects a mode of driver='mysql.connector'; PyMySQL has only one. "
+                "Remove use_pure, or pass driver='mysql.connector'."
+            )
 
     def connect(self, params: ConnectParams, token: str) -> Any:
         if pymysql.connections.DEBUG:
@@ -100,13 +112,22 @@ class PyMySQLDriver(Driver):
             defer_connect=True,
         )
         connection = GuardedConnection(**arguments)
-        if params.tls.server_hostname:
-            connection.ctx = _ServerHostnameContext(params.ssl_context, params.tls.server_hostname)
-        connection.connect()
+        connection.securemysql_context = params.ssl_context
+        try:
+            connection.connect()
+        except pymysql.err.MySQLError as exc:
+            error = diagnose_tls_failure(params, exc)
+            if error is None:
+                raise
+            raise error from exc
         return connection
 
     def tls_info(self, connection: Any) -> TLSInfo:
-        return tls_info_from_socket(connection._sock)
+        sock = getattr(connection, "_sock", None)
+        if not isinstance(sock, ssl.SSLSocket) or not is_verified_tls_socket(sock):
+            close_quietly(connection)
+            raise not_verified_tls_error()
+        return tls_info_from_socket(sock)
 
     def is_auth_rejection(self, exc: BaseException) -> bool:
         return (
@@ -114,3 +135,6 @@ class PyMySQLDriver(Driver):
             and bool(exc.args)
             and exc.args[0] == _ACCESS_DENIED
         )
+
+    def __repr__(self) -> str:
+        return "PyMySQLDriver()"
