@@ -4,6 +4,8 @@ azure-identity raises ``ClientAuthenticationError``, ``CredentialUnavailableErro
 and azure-core transport errors, often with only a message to tell the causes
 apart. This module decides whether a later attempt may succeed (``transient``),
 names the likely fix, and removes anything shaped like a token from the text.
+The HTTP statuses that :mod:`securemysql.tokens.credential` records take part in
+the decision, because azure-identity's messages often leave them out.
 """
 
 from __future__ import annotations
