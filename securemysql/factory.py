@@ -98,6 +98,7 @@ class ConnectionFactory:
         driver_options = {} if use_pure is None else {"use_pure": use_pure}
         self.driver: Driver = load_driver(driver, **driver_options)
         self.driver.check_arguments(driver_kwargs)
+        self.driver.check_tls(self.tls)
         self._ssl_context = self.tls.create_ssl_context()
         self._params = ConnectParams(
             host=host,
