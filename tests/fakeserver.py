@@ -93,9 +93,11 @@ BASE_CAPABILITIES = (
 )
 
 COM_QUIT = 0x01
+COM_QUERY = 0x03
 SERVER_STATUS_AUTOCOMMIT = 0x0002
 SSL_REQUEST_LENGTH = 32  # capabilities, max packet size, character set, 23 filler bytes
 UTF8MB4_GENERAL_CI = 45
+MYSQL_TYPE_VAR_STRING = 0xFD
 ER_ACCESS_DENIED_ERROR = 1045
 MAX_CONNECTIONS = 32  # a client that retries forever must not make the server grow without bound
 
@@ -117,6 +119,7 @@ class ConnectionRecord:
     plaintext: bytearray = field(default_factory=bytearray)
     client_requested_tls: bool = False
     tls_version: Optional[str] = None
+    tls_cipher: Optional[str] = None
     tls_error: Optional[str] = None
     username: Optional[bytes] = None
     client_plugin: Optional[bytes] = None
@@ -166,6 +169,8 @@ class _Channel:
         # may already have closed, and the TLS 1.3 session tickets then hit a closed socket.
         self._tls = tls
         self._record.tls_version = tls.version()
+        cipher = tls.cipher()
+        self._record.tls_cipher = cipher[0] if cipher else None
         self._flush_tls()
 
     def drain(self) -> None:
@@ -240,7 +245,9 @@ class FakeMySQLServer:
             switches the client to ``mysql_clear_password``.
         auth_result: ``"error"`` replies to the password with ERR 1045
             (access denied). ``"ok"`` replies with OK, then replies OK to
-            every command until the client quits.
+            every command until the client quits, except a query for the
+            ``Ssl_version`` status variable, which gets a result set with the
+            negotiated TLS version and cipher (empty without TLS).
         timeout: seconds allowed for each socket operation.
     """
 
@@ -453,7 +460,7 @@ class FakeMySQLServer:
             return
 
         channel.send_packet(sequence_id + 1, _ok_packet())
-        self._answer_commands(channel)
+        self._answer_commands(channel, record)
 
     def _wants_switch(self, response: _HandshakeResponse) -> bool:
         if self.clear_password_via == "auth_switch":
@@ -461,11 +468,19 @@ class FakeMySQLServer:
         # The handshake already asked for clear text; follow up only if no password came.
         return response.plugin != CLEAR_PASSWORD_PLUGIN or response.auth_data in (b"", b"\0")
 
-    def _answer_commands(self, channel: _Channel) -> None:
+    def _answer_commands(self, channel: _Channel, record: ConnectionRecord) -> None:
         while True:
             _, command = channel.read_packet()
             if not command or command[0] == COM_QUIT:
                 return
+            if command[0] == COM_QUERY and b"Ssl_version" in command:
+                # What a server reports for SHOW SESSION STATUS ... 'Ssl_version', 'Ssl_cipher'.
+                rows = [
+                    ("Ssl_cipher", record.tls_cipher or ""),
+                    ("Ssl_version", record.tls_version or ""),
+                ]
+                _send_result_set(channel, ("Variable_name", "Value"), rows)
+                continue
             channel.send_packet(1, _ok_packet())
 
     def _handshake_packet(self, scramble: bytes) -> bytes:
@@ -558,6 +573,46 @@ def _scramble() -> bytes:
 
 def _ok_packet() -> bytes:
     return b"\x00\x00\x00" + struct.pack("<HH", SERVER_STATUS_AUTOCOMMIT, 0)
+
+
+def _eof_packet() -> bytes:
+    return b"\xfe" + struct.pack("<HH", 0, SERVER_STATUS_AUTOCOMMIT)
+
+
+def _length_encoded_string(value: bytes) -> bytes:
+    assert len(value) < 0xFB, "only short values are sent"
+    return bytes([len(value)]) + value
+
+
+def _column_definition(name: str) -> bytes:
+    """Return a ColumnDefinition41 packet for a VARCHAR column of utf8mb4 text."""
+    encoded = name.encode()
+    return b"".join(
+        [
+            _length_encoded_string(b"def"),  # catalog
+            _length_encoded_string(b""),  # schema
+            _length_encoded_string(b""),  # table
+            _length_encoded_string(b""),  # original table
+            _length_encoded_string(encoded),
+            _length_encoded_string(encoded),  # original name
+            b"\x0c",  # length of the fixed-length fields that follow
+            struct.pack("<HIBHB", UTF8MB4_GENERAL_CI, 1024, MYSQL_TYPE_VAR_STRING, 0, 0),
+            b"\0\0",
+        ]
+    )
+
+
+def _send_result_set(
+    channel: _Channel, columns: tuple[str, ...], rows: list[tuple[str, ...]]
+) -> None:
+    """Send a text-protocol result set with EOF packets (the client lacks CLIENT_DEPRECATE_EOF)."""
+    packets = [bytes([len(columns)])]
+    packets += [_column_definition(name) for name in columns]
+    packets.append(_eof_packet())
+    packets += [b"".join(_length_encoded_string(value.encode()) for value in row) for row in rows]
+    packets.append(_eof_packet())
+    for sequence_id, payload in enumerate(packets, start=1):
+        channel.send_packet(sequence_id, payload)
 
 
 def _err_packet(username: bytes) -> bytes:
