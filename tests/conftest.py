@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+# mysql-connector-python 26.x's C extension links the newer OpenSSL it ships, and
+# imports only if nothing has loaded Python's ssl module yet; try it first of all.
+# NOTE: pytest loads the securemysql.sandbox plugin, which imports ssl, before this
+# file, so here the import fails; tests/integration/test_transport.py then runs the
+# C extension tests in a child process that imports _mysql_connector first.
+import contextlib
+
+with contextlib.suppress(ImportError):
+    import _mysql_connector  # noqa: F401
+
 from collections.abc import Iterator
 
 import pytest
