@@ -50,7 +50,7 @@ from typing import Literal, Optional
 import trustme
 
 Mode = Literal["no_tls", "tls_ok", "tls_untrusted", "tls_wrong_host", "tls_legacy"]
-ClearPasswordVia = Literal["handshake", "auth_switch"]
+ClearPasswordVia = Literal["handshake", "auth_switch", "never"]
 AuthResult = Literal["ok", "error"]
 
 MODES: tuple[Mode, ...] = ("no_tls", "tls_ok", "tls_untrusted", "tls_wrong_host", "tls_legacy")
@@ -242,7 +242,9 @@ class FakeMySQLServer:
             the initial handshake (and follows up with an AuthSwitchRequest if
             the client's first response carries no password);
             ``"auth_switch"`` starts with ``mysql_native_password`` and then
-            switches the client to ``mysql_clear_password``.
+            switches the client to ``mysql_clear_password``; ``"never"``
+            takes the ``mysql_native_password`` response as it is (for tests
+            that need a session without TLS and without a secret).
         auth_result: ``"error"`` replies to the password with ERR 1045
             (access denied). ``"ok"`` replies with OK, then replies OK to
             every command until the client quits, except a query for the
@@ -263,7 +265,7 @@ class FakeMySQLServer:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-        if clear_password_via not in ("handshake", "auth_switch"):
+        if clear_password_via not in ("handshake", "auth_switch", "never"):
             raise ValueError(f"unknown clear_password_via {clear_password_via!r}")
         if auth_result not in ("ok", "error"):
             raise ValueError(f"unknown auth_result {auth_result!r}")
@@ -463,6 +465,8 @@ class FakeMySQLServer:
         self._answer_commands(channel, record)
 
     def _wants_switch(self, response: _HandshakeResponse) -> bool:
+        if self.clear_password_via == "never":
+            return False
         if self.clear_password_via == "auth_switch":
             return True
         # The handshake already asked for clear text; follow up only if no password came.

@@ -36,6 +36,7 @@ from mysql.connector.plugins.mysql_clear_password import MySQLClearPasswordAuthP
 from mysql.connector.protocol import MySQLProtocol
 
 import securemysql
+import securemysql.drivers
 from securemysql.drivers.base import is_ssl_request
 from securemysql.drivers.mysqlconnector import (
     C_EXTENSION,
@@ -415,6 +416,34 @@ def test_ssl_request_recognised() -> None:
     assert not is_ssl_request(without_ssl_flag)
     assert not is_ssl_request(login)
     assert not is_ssl_request(mc_request[:-1] + b"\x01")  # filler must be zero
+
+
+def _plain_connection(mode: DriverMode, server: FakeMySQLServer) -> Any:
+    """Open a connection without TLS and without the SDK (the password is no secret)."""
+    arguments = {"host": server.host, "port": server.port, "user": "app-user"}
+    if mode is PYMYSQL:
+        return pymysql.connect(**arguments, password="plain-password", ssl_disabled=True)
+    return mysql.connector.connect(
+        **arguments, password="plain-password", ssl_disabled=True, use_pure=mode.use_pure
+    )
+
+
+@pytest.mark.parametrize("mode", [mode_param(mode, id=mode.id) for mode in DRIVER_MODES])
+def test_tls_info_rejects_plain_session(mode: DriverMode) -> None:
+    driver = securemysql.drivers.load_driver(mode.driver, **_driver_options(mode))
+
+    with FakeMySQLServer("no_tls", clear_password_via="never", auth_result="ok") as server:
+        connection = _plain_connection(mode, server)
+        with pytest.raises(TLSNotOfferedError):
+            driver.tls_info(connection)
+        is_connected = connection.open if mode is PYMYSQL else connection.is_connected()
+
+    assert server.connections[0].tls_version is None
+    assert not is_connected  # tls_info() closed it
+
+
+def _driver_options(mode: DriverMode) -> dict[str, Any]:
+    return {} if mode.use_pure is None else {"use_pure": mode.use_pure}
 
 
 # --- mysql-connector modes and quirks ---------------------------------------------------------
