@@ -878,7 +878,9 @@ class RetryPolicy:
                 driver error that is not transient occurred (``transient`` is False).
                 The last error is chained as ``__cause__``.
             SecureMySQLError: a securemysql error that is not transient (a TLS,
-                configuration, token or authentication error) is raised unchanged.
+                configuration, token or authentication error) is raised unchanged,
+                and so is a transient one (a TokenAcquisitionError from an endpoint
+                time-out, say) when retries are disabled.
             BaseException: exceptions that are not Exception subclasses, such as
                 KeyboardInterrupt, propagate unchanged and are never retried.
         """
@@ -959,7 +961,11 @@ class RetryPolicy:
     ) -> Optional[ConnectionFailedError]:
         """Return the error that reports the final failure, or None to re-raise ``exc``."""
         outcome = classify(exc)
-        if outcome is not Outcome.TRANSIENT and isinstance(exc, SecureMySQLError):
+        if isinstance(exc, SecureMySQLError) and (
+            outcome is not Outcome.TRANSIENT or not self.enabled
+        ):
+            # Our own errors already say what failed and what to do; with retries off a
+            # transient one (say a token endpoint time-out) reaches the caller as itself.
             return None
 
         number = error_number(exc)
