@@ -3,7 +3,7 @@
 Each mode (PyMySQL, mysql-connector pure Python, mysql-connector C extension)
 logs in as the token user over TLS 1.2 or 1.3, fails with the specific error
 when the server's certificate is untrusted, names another host or TLS is off
-(and the token verifier sees no login), and sends the ``program_name``
+(and the token verifier records no login), and sends the ``program_name``
 connection attribute that the server records in performance_schema.
 
 The C extension imports only in a process that loaded it before Python's ssl
@@ -136,7 +136,7 @@ def test_unverifiable_server_gets_no_login(
         factory()
 
     assert type(caught.value) is error
-    # The verifier sees every password the server receives: none arrived.
+    # The verifier records every password the server receives: none arrived.
     assert sandbox.verifier.accepted == accepted
     assert len(sandbox.verifier.rejections) == rejected
     if isinstance(caught.value, HostnameMismatchError):
