@@ -166,6 +166,7 @@ class ConnectionFactory:
             connection = self._retry_with_fresh_token(token, exc)
 
         info = self.driver.tls_info(connection)
+        self.driver.discard_token(connection)
         remember_tls_info(connection, info)
         with self._lock:
             self._connects += 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 # mysql-connector-python 26.x's C extension links the newer OpenSSL it ships, and
 # imports only if nothing has loaded Python's ssl module yet; try it first of all.
-# NOTE: pytest loads the securemysql.sandbox plugin, which imports ssl, before this
-# file, so here the import fails; tests/integration/test_transport.py then runs the
-# C extension tests in a child process that imports _mysql_connector first.
+# NOTE: under pytest this still fails on Debian 12 (mysql-connector-python 26.10):
+# pytest has already loaded the system libcrypto before any conftest runs, and
+# the extension's bundled libssl needs OPENSSL_3.3.0 symbols from it. So
+# tests/integration/test_transport.py runs the C extension tests in a child process
+# that imports _mysql_connector first.
 import contextlib
 
 with contextlib.suppress(ImportError):

@@ -237,6 +237,15 @@ class Driver(abc.ABC):
     def is_auth_rejection(self, exc: BaseException) -> bool:
         """Return True when ``exc`` means the server rejected the password (1045)."""
 
+    @abc.abstractmethod
+    def discard_token(self, connection: Any) -> None:
+        """Drop the driver's copy of the token from an open connection.
+
+        Drivers keep the password for a later reconnect, which would send an
+        expired token anyway; dropping it keeps the secret out of memory dumps,
+        debuggers and pickles for the connection's whole life.
+        """
+
 
 _connection_tls: weakref.WeakKeyDictionary[Any, TLSInfo] = weakref.WeakKeyDictionary()
 

@@ -142,7 +142,7 @@ def _explain_c_extension_failure(exc: ImportError) -> str:
         return (
             f"its bundled libssl needs a newer OpenSSL than the {ssl.OPENSSL_VERSION} that "
             f"Python's ssl module loaded first ({text}). Make `import _mysql_connector` the "
-            "first import of the program, before anything imports ssl"
+            "first import of the program, before anything loads OpenSSL (ssl, hashlib)"
         )
     return f"it could not be imported ({text})"
 
@@ -392,6 +392,12 @@ class MySQLConnectorDriver(Driver):
             raise error from exc
 
     # --- after connecting -----------------------------------------------------------
+
+    def discard_token(self, connection: Any) -> None:
+        # Both connection classes keep the password in these attributes for reconnect().
+        for name in ("_password", "_password1"):
+            if getattr(connection, name, None):
+                setattr(connection, name, "")
 
     def tls_info(self, connection: Any) -> TLSInfo:
         """Return the session's TLS version and cipher; close and raise if it is not TLS.

@@ -122,6 +122,10 @@ class PyMySQLDriver(Driver):
             raise error from exc
         return connection
 
+    def discard_token(self, connection: Any) -> None:
+        # PyMySQL reads .password again only in connect(), for ping(reconnect=True).
+        connection.password = b""
+
     def tls_info(self, connection: Any) -> TLSInfo:
         sock = getattr(connection, "_sock", None)
         if not isinstance(sock, ssl.SSLSocket) or not is_verified_tls_socket(sock):

@@ -232,3 +232,22 @@ def test_forced_refresh_outputs_no_token(
     assert sandbox.identity.request_count == 2
     assert any("refreshing the token" in record.getMessage() for record in debug_logs.records)
     _assert_no_leaks(debug_logs, capfd, _secret_forms([first, second], sandbox), objects)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_open_connection_keeps_no_token(sandbox: Sandbox, mode: DriverMode) -> None:
+    factory = _factory(sandbox, mode)
+    connection = factory()
+    token = _current_token(factory)
+
+    attributes = "\n".join(f"{name}={value!r}" for name, value in vars(connection).items())
+
+    assert token not in attributes
+    assert token.encode() not in b"".join(
+        value for value in vars(connection).values() if isinstance(value, bytes)
+    )
+    cursor = connection.cursor()
+    cursor.execute("SELECT CURRENT_USER()")
+    assert cursor.fetchone()[0] == "sandbox-app@%"
+    cursor.close()
+    connection.close()
