@@ -11,7 +11,6 @@ import logging
 import os
 import ssl
 import sys
-import threading
 import types
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -111,8 +110,6 @@ class ConnectionFactory:
             ssl_context=self._ssl_context,
             driver_kwargs=types.MappingProxyType(dict(driver_kwargs)),
         )
-        self._lock = threading.Lock()
-        self._connects = 0
 
     def _build_token_provider(
         self,
@@ -143,13 +140,13 @@ class ConnectionFactory:
             securemysql.errors.TLSError: TLS could not be verified; nothing secret was sent.
             securemysql.errors.AuthenticationError: the server rejected a fresh token too.
             securemysql.errors.TokenAcquisitionError: no access token could be obtained,
-                for a reason that retrying cannot fix.
+                for a reason that retrying cannot fix, or for a transient one (endpoint
+                error, throttling, time-out) when retries are disabled.
             securemysql.errors.InvalidTokenError: the credential returned a token that
                 would fail at login (audience, expiry, format); it was not sent.
             securemysql.errors.ConnectionFailedError: retries ran out, or a permanent
-                driver error; the driver's exception is chained. A transient
-                TokenAcquisitionError (endpoint error, throttling, time-out) ends here
-                too when retries are disabled or run out, chained as ``__cause__``.
+                driver error; the last error (driver error or transient
+                TokenAcquisitionError) is chained as ``__cause__``.
         """
         description = f"connect to {self.host}:{self.port} as {self.user!r}"
         return self.retry.call(self._connect_once, description=description)
@@ -168,8 +165,6 @@ class ConnectionFactory:
         info = self.driver.tls_info(connection)
         self.driver.discard_token(connection)
         remember_tls_info(connection, info)
-        with self._lock:
-            self._connects += 1
         logger.debug(
             "connected to %s:%d as %r over %s (%s); token %s",
             self.host,
