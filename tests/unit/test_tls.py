@@ -60,7 +60,7 @@ DIGICERT_GLOBAL_ROOT_CA_SHA256 = (
     "43:48:A0:E9:44:4C:78:CB:26:5E:05:8D:5E:89:44:B4:"
     "D8:4F:96:62:BD:26:DB:25:7F:89:34:A4:43:C7:01:61"
 )
-SHIPPED_ROOTS = pathlib.Path(tls.__file__).parent / "data" / "azure-root-cas.pem"
+SHIPPED_ROOTS = pathlib.Path(tls.__file__).parent.parent / "data" / "azure-root-cas.pem"
 
 
 PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
