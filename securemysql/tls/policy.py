@@ -49,9 +49,11 @@ class TLSConfig:
     :meth:`create_ssl_context` returns is then a
     :class:`HostnameOverrideContext`. An IP address here is checked against
     the certificate's IP address entries. It cannot be combined with
-    ``ssl_context``. Drivers that build their own context from
-    :meth:`ca_bundle_file` (mysql-connector, both modes) check the connection
-    host instead, so callers must not rely on it there.
+    ``ssl_context``. PyMySQL and mysql-connector's pure-Python mode use that
+    context, so the override applies there. The mysql-connector C extension
+    takes only :meth:`ca_bundle_file` and checks the connection host, so the
+    driver raises ConfigurationError for ``server_hostname`` with
+    ``use_pure=False`` and otherwise uses the pure-Python mode.
 
     Raises:
         ConfigurationError: a file or directory is missing or contains no
