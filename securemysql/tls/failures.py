@@ -34,7 +34,13 @@ _CERT_VERIFY_TEXT = re.compile(
     re.IGNORECASE,
 )
 _VERIFY_REASON = re.compile(r"certificate verify failed:\s*([^(]+?)\s*(?:\(_ssl|$)", re.IGNORECASE)
-_NOT_OFFERED_TEXT = re.compile(r"ssl is required but the server doesn't support it", re.IGNORECASE)
+# mysql-connector 26.10 checks mysql_clear_password before "SSL is required", so a
+# server without TLS gets "... is not supported over insecure channels". The same
+# text follows ssl_disabled or unix_socket, which securemysql never passes.
+_NOT_OFFERED_TEXT = re.compile(
+    r"ssl is required but the server doesn't support it|not supported over insecure channels",
+    re.IGNORECASE,
+)
 _VERSION_TEXT = re.compile(
     r"unsupported protocol|wrong version number|tlsv1_alert_protocol_version|"
     r"tlsv1 alert protocol version|no protocols available|unsupported_protocol",

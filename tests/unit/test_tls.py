@@ -117,7 +117,7 @@ def pymysql_failure(server: FakeMySQLServer, context: ssl.SSLContext) -> BaseExc
     return raised.value
 
 
-def mysql_connector_failure(server: FakeMySQLServer) -> BaseException:
+def mysql_connector_failure(server: FakeMySQLServer, **kwargs: Any) -> BaseException:
     with pytest.raises(mysql.connector.errors.Error) as raised:
         mysql.connector.connect(
             host=server.host,
@@ -129,6 +129,7 @@ def mysql_connector_failure(server: FakeMySQLServer) -> BaseException:
             ssl_verify_cert=True,
             ssl_verify_identity=True,
             connection_timeout=5,
+            **kwargs,
         )
     return raised.value
 
@@ -688,6 +689,19 @@ def test_no_tls_translated(client: str) -> None:
     assert isinstance(translated, TLSNotOfferedError)
     assert "Enable TLS on the server" in str(translated)
     assert "never falls back" in str(translated)
+    assert not server.contains(TOKEN)
+
+
+def test_clear_password_without_tls_translated() -> None:
+    # securemysql's mysql-connector driver names this auth plugin up front.
+    with FakeMySQLServer("no_tls") as server:
+        error = mysql_connector_failure(server, auth_plugin="mysql_clear_password")
+
+    translated = translate_tls_failure(error, hostname="db.example.com", ca_source="x")
+
+    assert "not supported over insecure channels" in str(error)
+    assert isinstance(translated, TLSNotOfferedError)
+    assert "Enable TLS on the server" in str(translated)
     assert not server.contains(TOKEN)
 
 
