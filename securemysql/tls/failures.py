@@ -27,10 +27,16 @@ _HOSTNAME_MISMATCH_TEXT = re.compile(
     r"certificate is not valid for",
     re.IGNORECASE,
 )
+# OpenSSL's generic text, which the C extension reports for both an untrusted chain
+# and a wrong host name.
 _CERT_VERIFY_TEXT = re.compile(
-    r"certificate_verify_failed|certificate verify failed|unable to get local issuer|"
-    r"self[- ]signed certificate|certificate has expired|certificate is not yet valid|"
-    r"unable to verify the first certificate|certificate signature failure",
+    r"certificate_verify_failed|certificate verify failed", re.IGNORECASE
+)
+# OpenSSL's reasons for rejecting the certificate chain itself.
+_CHAIN_FAILURE_TEXT = re.compile(
+    r"unable to get local issuer|self[- ]signed certificate|certificate has expired|"
+    r"certificate is not yet valid|unable to verify the first certificate|"
+    r"certificate signature failure",
     re.IGNORECASE,
 )
 _VERIFY_REASON = re.compile(r"certificate verify failed:\s*([^(]+?)\s*(?:\(_ssl|$)", re.IGNORECASE)
@@ -68,6 +74,11 @@ def translate_tls_failure(
         ca_source: description of the trusted CAs, normally ``TLSConfig.ca_source``.
         peer_certificate: the server certificate in DER form, if the caller
             fetched it; used to name its issuer and its subjectAltName entries.
+            When the error does not say whether the chain or the host name
+            failed, a certificate that lacks ``hostname`` makes the result a
+            HostnameMismatchError. An error that reports a failed chain (by
+            verification code or OpenSSL's reason) stays a
+            CertificateVerificationError.
 
     Returns:
         A new, unraised error whose message contains no driver text that
@@ -81,9 +92,11 @@ def translate_tls_failure(
     if _is_hostname_mismatch(verify_error, detail):
         return _hostname_mismatch_error(hostname, detail, peer_certificate)
 
-    if verify_error is not None or _CERT_VERIFY_TEXT.search(detail):
+    chain_failed = _is_chain_failure(verify_error, detail)
+    if chain_failed or _CERT_VERIFY_TEXT.search(detail):
         # The C extension reports a wrong host name as a plain verification failure.
-        if _certificate_lacks_name(peer_certificate, hostname):
+        # A chain known to fail wins over a missing name: trusting the CA comes first.
+        if not chain_failed and _certificate_lacks_name(peer_certificate, hostname):
             return _hostname_mismatch_error(hostname, detail, peer_certificate)
         return _certificate_error(hostname, ca_source, detail, verify_error, peer_certificate)
 
@@ -160,6 +173,12 @@ def _is_hostname_mismatch(
     if verify_error is not None and verify_error.verify_code in _HOSTNAME_MISMATCH_CODES:
         return True
     return bool(_HOSTNAME_MISMATCH_TEXT.search(detail))
+
+
+def _is_chain_failure(verify_error: Optional[ssl.SSLCertVerificationError], detail: str) -> bool:
+    # Called after _is_hostname_mismatch(), so a verification error left here
+    # has a chain or validity code (such as 20, unable to get local issuer).
+    return verify_error is not None or bool(_CHAIN_FAILURE_TEXT.search(detail))
 
 
 def _hostname_mismatch_error(

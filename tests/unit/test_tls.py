@@ -676,6 +676,41 @@ def test_c_extension_untrusted_with_matching_name(untrusted_server: FakeMySQLSer
     assert isinstance(translated, CertificateVerificationError)
 
 
+def test_untrusted_chain_wins_over_name(untrusted_server: FakeMySQLServer) -> None:
+    # The certificate lists localhost and 127.0.0.1 only, and its CA is not trusted.
+    config = TLSConfig(ca_file=untrusted_server.ca_file, server_hostname=WRONG_HOST_NAME)
+    error = pymysql_failure(untrusted_server, config.create_ssl_context())
+
+    translated = translate_tls_failure(
+        error,
+        hostname=WRONG_HOST_NAME,
+        ca_source=config.ca_source,
+        peer_certificate=untrusted_server.certificate_der,
+    )
+
+    assert isinstance(translated, CertificateVerificationError)
+    assert "unable to get local issuer certificate" in str(translated)
+    assert translated.issuer is not None
+    assert translated.issuer in str(translated)
+
+
+def test_chain_reason_in_text_wins_over_name(wrong_host_server: FakeMySQLServer) -> None:
+    # A driver error whose chained ssl.SSLCertVerificationError was lost on the way.
+    error = c_extension_error(
+        "SSL connection error: certificate verify failed: unable to get local issuer certificate"
+    )
+
+    translated = translate_tls_failure(
+        error,
+        hostname="127.0.0.1",
+        ca_source="x",
+        peer_certificate=wrong_host_server.certificate_der,
+    )
+
+    assert isinstance(translated, CertificateVerificationError)
+    assert "unable to get local issuer certificate" in str(translated)
+
+
 @pytest.mark.parametrize("client", ["pymysql", "mysql_connector"])
 def test_no_tls_translated(client: str) -> None:
     with FakeMySQLServer("no_tls") as server:
