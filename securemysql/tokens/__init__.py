@@ -31,6 +31,7 @@ from securemysql.tokens.scopes import (
     SCOPE_PUBLIC,
     SCOPE_US_GOVERNMENT,
     audience_for_scope,
+    cloud_for_host,
     resolve_scope,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "TokenProvider",
     "audience_for_scope",
     "check_token",
+    "cloud_for_host",
     "decode_claims",
     "resolve_scope",
 ]

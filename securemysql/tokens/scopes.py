@@ -75,13 +75,25 @@ def resolve_scope(
     if cloud_key is not None:
         return CLOUD_SCOPES[cloud_key]
 
-    if host:
-        normalized_host = host.strip().rstrip(".").lower()
-        for suffix, host_cloud in _HOST_SUFFIXES:
-            if normalized_host.endswith(suffix):
-                return CLOUD_SCOPES[host_cloud]
+    host_cloud = cloud_for_host(host) if host else None
+    if host_cloud is not None:
+        return CLOUD_SCOPES[host_cloud]
 
     return SCOPE_PUBLIC
+
+
+def cloud_for_host(host: str) -> Optional[str]:
+    """Return the cloud of an Azure Database for MySQL host name, a key of :data:`CLOUD_SCOPES`.
+
+    Compares the name's suffix, ignoring case, surrounding spaces and a
+    trailing dot. Returns None for any other host: an IP address, a custom DNS
+    name (even a CNAME of the server) or an empty string.
+    """
+    normalized_host = host.strip().rstrip(".").lower()
+    for suffix, host_cloud in _HOST_SUFFIXES:
+        if normalized_host.endswith(suffix):
+            return host_cloud
+    return None
 
 
 def _cloud_key(cloud: str) -> str:

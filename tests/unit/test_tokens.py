@@ -50,6 +50,7 @@ from securemysql.tokens import (
     TokenProvider,
     audience_for_scope,
     check_token,
+    cloud_for_host,
     decode_claims,
     resolve_scope,
 )
@@ -238,6 +239,24 @@ def test_resolve_scope_by_cloud(cloud: str, expected: str) -> None:
 )
 def test_resolve_scope_by_host(host: str, expected: str) -> None:
     assert resolve_scope(host=host) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "cloud"),
+    [
+        ("myserver.mysql.database.azure.com", "public"),
+        (" MyServer.MySQL.Database.Azure.com. ", "public"),
+        ("myserver.privatelink.mysql.database.azure.com", "public"),
+        ("myserver.mysql.database.chinacloudapi.cn", "china"),
+        ("myserver.mysql.database.usgovcloudapi.net", "usgovernment"),
+        ("mysql.database.azure.com.example.com", None),
+        ("db.example.com", None),
+        ("10.0.0.4", None),
+        ("", None),
+    ],
+)
+def test_cloud_for_host(host: str, cloud: Optional[str]) -> None:
+    assert cloud_for_host(host) == cloud
 
 
 def test_resolve_scope_precedence() -> None:
