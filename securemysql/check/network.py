@@ -6,7 +6,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from securemysql import tokens
 from securemysql.check.stage import FactRecorder, ResolvedAddress, RunState, StageFailed
@@ -16,14 +16,6 @@ PRIVATE = "private"
 PUBLIC = "public"
 SPECIAL = "special"
 MIXED = "mixed"
-
-#: Host-name suffix of Azure Database for MySQL servers per cloud (the keys of
-#: ``securemysql.tokens.CLOUD_SCOPES``); ``resolve_scope`` picks scopes by the same suffixes.
-HOST_SUFFIXES = (
-    (".mysql.database.azure.com", "public"),
-    (".mysql.database.chinacloudapi.cn", "china"),
-    (".mysql.database.usgovcloudapi.net", "usgovernment"),
-)
 
 _FIX_FIREWALL = (
     "For a public endpoint, allow this client's public IP address in the server's firewall "
@@ -58,15 +50,6 @@ def endpoint_kind(kinds: list[str]) -> str:
     """Sum up the kinds of all addresses: the common kind, or ``"mixed"``."""
     distinct = set(kinds)
     return distinct.pop() if len(distinct) == 1 else MIXED
-
-
-def cloud_for_host(host: str) -> Optional[str]:
-    """Return the cloud named by an Azure Database for MySQL host suffix, or None."""
-    normalized = host.strip().rstrip(".").lower()
-    for suffix, cloud in HOST_SUFFIXES:
-        if normalized.endswith(suffix):
-            return cloud
-    return None
 
 
 def run_resolution(state: RunState, facts: FactRecorder) -> None:
@@ -112,7 +95,7 @@ def run_resolution(state: RunState, facts: FactRecorder) -> None:
 
 def _record_cloud(state: RunState, facts: FactRecorder) -> None:
     options = state.options
-    cloud = cloud_for_host(options.host)
+    cloud = tokens.cloud_for_host(options.host)
     if cloud is None:
         cloud_text = "not recognised: the host name has no Azure Database for MySQL suffix"
     else:

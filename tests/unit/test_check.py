@@ -182,24 +182,55 @@ def test_endpoint_kind_of_addresses() -> None:
     assert network.endpoint_kind(["private", "public"]) == "mixed"
 
 
+def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """Make the resolution stage find ``host`` at 127.0.0.1 without asking a DNS server."""
+
+    def loopback_lookup(*_args: object, **_kwargs: object) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, host, ("127.0.0.1", 3306))]
+
+    monkeypatch.setattr(network.socket, "getaddrinfo", loopback_lookup)
+
+
 @pytest.mark.parametrize(
-    ("host", "cloud"),
+    ("host", "cloud", "scope_text"),
     [
-        ("myserver.mysql.database.azure.com", "public"),
-        ("MyServer.MySQL.Database.Azure.com.", "public"),
-        ("myserver.mysql.database.chinacloudapi.cn", "china"),
-        ("myserver.mysql.database.usgovcloudapi.net", "usgovernment"),
-        ("db.example.com", None),
-        ("10.0.0.4", None),
+        ("myserver.mysql.database.azure.com", "public", "for the public cloud"),
+        ("MyServer.MySQL.Database.Azure.com.", "public", "for the public cloud"),
+        ("myserver.mysql.database.chinacloudapi.cn", "china", "for the china cloud"),
+        ("myserver.mysql.database.usgovcloudapi.net", "usgovernment", "for the usgovernment cloud"),
+        ("db.example.com", None, "public cloud, the default"),
     ],
 )
-def test_cloud_for_host(host: str, cloud: str | None) -> None:
-    assert network.cloud_for_host(host) == cloud
+def test_resolution_records_cloud_and_scope(
+    monkeypatch: pytest.MonkeyPatch, host: str, cloud: str | None, scope_text: str
+) -> None:
+    resolve_to_loopback(monkeypatch, host)
+    state = RunState(options=CheckOptions(host=host, user="app"))
+    facts = FactRecorder()
+
+    network.run_resolution(state, facts)
+
+    recorded = {fact.key: fact for fact in facts.facts}
+    expected_scope = CLOUD_SCOPES[cloud or "public"]
+    assert recorded["cloud"].value == cloud
+    assert recorded["scope"].value == expected_scope
+    assert state.scope == expected_scope
+    assert scope_text in recorded["scope"].text
 
 
-@pytest.mark.parametrize(("suffix", "cloud"), network.HOST_SUFFIXES)
-def test_host_suffixes_agree_with_scopes(suffix: str, cloud: str) -> None:
-    assert resolve_scope(host=f"server{suffix}") == CLOUD_SCOPES[cloud]
+def test_resolution_scope_option_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = "myserver.mysql.database.chinacloudapi.cn"
+
+    resolve_to_loopback(monkeypatch, host)
+    state = RunState(options=CheckOptions(host=host, user="app", scope="api://custom/.default"))
+    facts = FactRecorder()
+
+    network.run_resolution(state, facts)
+
+    recorded = {fact.key: fact for fact in facts.facts}
+    assert recorded["cloud"].value == "china"
+    assert recorded["scope"].value == "api://custom/.default"
+    assert "from --scope" in recorded["scope"].text
 
 
 # --- Certificates ------------------------------------------------------------------------
