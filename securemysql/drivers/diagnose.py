@@ -97,8 +97,7 @@ def _certificate_failure(
             verify_error, hostname=hostname, ca_source=ca_source, peer_certificate=certificate
         )
 
-    # Without the certificate: translate_tls_failure() would report a chain
-    # failure as a host-name mismatch whenever the certificate also lacks the name.
+    # The verify code already says the chain failed; the issuer is added here.
     error = translate_tls_failure(verify_error, hostname=hostname, ca_source=ca_source)
     issuer = _certificate_issuer(certificate)
     if not isinstance(error, CertificateVerificationError) or issuer is None:
