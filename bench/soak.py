@@ -5,11 +5,11 @@ Run as root from the repository: ``.venv/bin/python -m bench.soak`` (10 minutes,
 test and its report; tests/integration/test_soak.py runs a short variant.
 
 ``--threads`` threads run transactions through one engine from
-``securemysql.sqlalchemy.create_engine``. Each transaction has a unique id
-(thread number and sequence number) and, in one transaction, reads its thread's
-counter row (``FOR UPDATE``), inserts a row with the id and an amount derived
-from the id, and adds the amount to the counter. The id counts as committed only
-after ``commit()`` returned. A
+``securemysql.sqlalchemy.create_engine``. Each transaction has a unique id made
+of the thread number and a sequence number. It reads its thread's counter row
+(``FOR UPDATE``), inserts a row with the id and an amount derived from the id,
+and adds the amount to the counter. The id counts as committed only after
+``commit()`` returned. A
 commit that raised has an unknown outcome (the connection may have died after
 the server committed): its id is recorded as unknown, never retried, and looked
 up in the table afterwards. A transaction that failed before ``commit()`` did
@@ -59,7 +59,7 @@ logger = logging.getLogger("bench.soak")
 
 @dataclass(frozen=True)
 class SoakPlan:
-    """What the soak runs; durations in seconds.
+    """The soak's workload size and events; durations in seconds.
 
     Events are placed at fixed fractions of ``duration``: restarts at 20 % and 60 %
     (one restart: 30 %), the connection kill at 45 %, the identity endpoint outage
@@ -111,11 +111,11 @@ def transaction_amount(thread_id: int, sequence: int) -> int:
 
 @dataclass
 class ThreadLedger:
-    """What one worker thread knows about its transactions; written only by that thread.
+    """The record of one worker thread's transactions; written only by that thread.
 
     Transactions 0 to ``next_sequence - 1`` are finished. Those in ``unknown``
-    (commit raised) and ``abandoned`` (failed before commit and not retried) may
-    or must not be in the table; every other one committed.
+    (commit raised) may be in the table, those in ``abandoned`` (failed before
+    commit and not retried) must not be, and every other one committed.
     """
 
     thread_id: int
@@ -381,7 +381,7 @@ def expected_rows(
 
 
 def checksum(rows: dict[str, int]) -> tuple[int, int]:
-    """Return (sum of amounts, XOR of CRC32('txn_id:amount')), as verify() asks the server."""
+    """Return (sum of amounts, XOR of CRC32('txn_id:amount')), as verify() computes in SQL."""
     digest = 0
     for txn_id, amount in rows.items():
         digest ^= zlib.crc32(f"{txn_id}:{amount}".encode())
@@ -504,12 +504,17 @@ class SoakReport:
 
     def _memory_line(self) -> str:
         samples = self.rss_samples_kib or [0]
-        # The sample at 10 % of the run, after the pool and caches have filled.
-        warm = samples[min(len(samples) - 1, max(1, len(samples) // 10))]
+        # Samples at 10 % (after the pool and caches have filled), 25 %, 50 % and 75 %
+        # of the run show whether growth levels off or keeps going.
+        marks = [
+            samples[min(len(samples) - 1, max(1, int(len(samples) * fraction)))] / 1024
+            for fraction in (0.1, 0.25, 0.5, 0.75)
+        ]
         return (
-            f"Memory (VmRSS): start {samples[0] / 1024:.1f} MiB, at 10 % of the run "
-            f"{warm / 1024:.1f} MiB, end {self.rss_end_kib / 1024:.1f} MiB, max sampled "
-            f"{max(samples) / 1024:.1f} MiB ({len(samples)} samples, every 10 s)"
+            f"Memory (VmRSS): start {samples[0] / 1024:.1f} MiB; at 10/25/50/75 % of the run "
+            f"{' / '.join(f'{mark:.1f}' for mark in marks)} MiB; end "
+            f"{self.rss_end_kib / 1024:.1f} MiB; max sampled {max(samples) / 1024:.1f} MiB "
+            f"({len(samples)} samples, every 10 s)"
         )
 
     def lines(self) -> list[str]:
@@ -541,7 +546,8 @@ class SoakReport:
             self._memory_line(),
             f"Identity endpoint requests by HTTP status: {self.identity_status_counts}; "
             f"logins rejected by the token verifier: {self.token_rejections}",
-            f"securemysql warnings logged, by logger: {self.log_warnings}",
+            f"Warnings and errors logged by securemysql and SQLAlchemy's pool, by logger: "
+            f"{self.log_warnings}",
             f"Events: {'; '.join(self.events)}",
         ]
         lines += [f"Not transient: {error}" for error in self.other_errors[:10]]
@@ -577,7 +583,7 @@ def _create_engine(sandbox: Sandbox, plan: SoakPlan) -> Any:
         pool_size=plan.threads,
         max_overflow=0,
         pool_recycle=plan.pool_recycle,
-        # A statement that gets no answer fails after 60 s instead of hanging a thread.
+        # A statement whose reply does not arrive within 60 s fails instead of hanging a thread.
         connect_args={"read_timeout": 60, "write_timeout": 60},
     )
 
@@ -606,17 +612,20 @@ def run_soak(plan: SoakPlan, *, progress: Optional[Callable[[str], None]] = None
     """Start a sandbox, run the plan against it, verify the tables and return the report."""
     say = progress or (lambda message: None)
     warnings = _WarningCounter()
-    sdk_logger = logging.getLogger("securemysql")
-    saved_level = sdk_logger.level
-    if sdk_logger.getEffectiveLevel() > logging.WARNING:
-        sdk_logger.setLevel(logging.WARNING)
-    sdk_logger.addHandler(warnings)
+    # SQLAlchemy's pool logs an ERROR when returning a connection that died fails.
+    counted = [logging.getLogger("securemysql"), logging.getLogger("sqlalchemy.pool")]
+    saved_levels = [counted_logger.level for counted_logger in counted]
+    for counted_logger in counted:
+        if counted_logger.getEffectiveLevel() > logging.WARNING:
+            counted_logger.setLevel(logging.WARNING)
+        counted_logger.addHandler(warnings)
     try:
         with Sandbox(token_lifetime=plan.token_lifetime) as sandbox, sandbox.environment():
             return _run_against(sandbox, plan, warnings, say)
     finally:
-        sdk_logger.removeHandler(warnings)
-        sdk_logger.setLevel(saved_level)
+        for counted_logger, level in zip(counted, saved_levels):
+            counted_logger.removeHandler(warnings)
+            counted_logger.setLevel(level)
 
 
 def _run_against(
@@ -678,25 +687,59 @@ def _run_against(
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = SoakPlan()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=defaults.duration / 60, help="run time")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="worker threads")
     parser.add_argument(
-        "--token-lifetime", type=float, default=defaults.token_lifetime, help="seconds"
+        "--minutes", type=float, default=defaults.duration / 60, help="run time (default 10)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=defaults.threads, help="worker threads (default 16)"
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=defaults.token_lifetime,
+        help="lifetime of the identity endpoint's tokens, in seconds (default 60)",
     )
     parser.add_argument(
         "--rotation-interval",
         type=float,
         default=defaults.rotation_interval,
-        help="seconds between signing-key rotations (0: none)",
+        help="seconds between signing-key rotations (default 60; 0: none)",
     )
-    parser.add_argument("--restarts", type=int, default=defaults.restarts, help="0 to 4")
-    parser.add_argument("--kills", type=int, default=defaults.kills, help="0 to 3")
     parser.add_argument(
-        "--outage-seconds", type=float, default=defaults.outage, help="0: no endpoint outage"
+        "--restarts",
+        type=int,
+        choices=range(5),
+        default=defaults.restarts,
+        help="server restarts, 0 to 4 (default 2)",
     )
-    parser.add_argument("--pool-recycle", type=float, default=defaults.pool_recycle, help="s")
-    parser.add_argument("--join-timeout", type=float, default=defaults.join_timeout, help="seconds")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log warnings to stderr")
+    parser.add_argument(
+        "--kills",
+        type=int,
+        choices=range(4),
+        default=defaults.kills,
+        help="times every client connection is killed, 0 to 3 (default 1)",
+    )
+    parser.add_argument(
+        "--outage-seconds",
+        type=float,
+        default=defaults.outage,
+        help="seconds the identity endpoint answers HTTP 500 (default 30; 0: no outage)",
+    )
+    parser.add_argument(
+        "--pool-recycle",
+        type=float,
+        default=defaults.pool_recycle,
+        help="seconds after which the pool replaces a connection (default 30)",
+    )
+    parser.add_argument(
+        "--join-timeout",
+        type=float,
+        default=defaults.join_timeout,
+        help="seconds all threads get to stop before those left count as hung (default 180)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log INFO and above to standard error"
+    )
     return parser.parse_args(argv)
 
 
@@ -707,9 +750,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     else:
-        # azure-identity logs each failed token request as a WARNING; the report counts
-        # the endpoint's answers instead.
+        # azure-identity logs each failed token request as a WARNING, and SQLAlchemy's
+        # pool each connection that died while being returned, with a traceback. The
+        # report counts both instead of printing them.
         logging.getLogger("azure").addHandler(logging.NullHandler())
+        logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
     plan = SoakPlan(
         threads=args.threads,
         duration=args.minutes * 60,
