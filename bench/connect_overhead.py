@@ -9,8 +9,9 @@ mysql-connector the same CA file with certificate and host-name verification.
 The two are interleaved (ABBA order) so that both see the same machine load.
 Only the connect call is timed; closing is not. Target: the ratio of the
 medians is at most 1.05. Every mode (with ``--no-profile`` only a mode over
-target) is then profiled with cProfile: the time per connect by package, and the
-functions with the most own time, with and without securemysql.
+target) is then profiled with cProfile: the time per connect by package, the
+functions with the most own time, with and without securemysql, and the
+securemysql steps with the most cumulative time.
 """
 
 from __future__ import annotations
@@ -197,9 +198,33 @@ def _top_functions(
             rows.append((own_time, cumulative, calls, f"{short}:{line} {name}"))
     rows.sort(reverse=True)
     return [
-        f"{label}: own {own / connects * 1e6:.1f} us, cumulative {cum / connects * 1e6:.1f} us, "
-        f"{calls / connects:.1f} calls per connect"
-        for own, cum, calls, label in rows[:count]
+        _function_line(own, cum, calls, label, connects) for own, cum, calls, label in rows[:count]
+    ]
+
+
+def _function_line(own: float, cumulative: float, calls: int, label: str, connects: int) -> str:
+    return (
+        f"{label}: own {own / connects * 1e6:.1f} us, cumulative "
+        f"{cumulative / connects * 1e6:.1f} us, {calls / connects:.1f} calls per connect"
+    )
+
+
+def _sdk_steps(stats: Any, connects: int, count: int) -> list[str]:
+    """Return the securemysql functions with the most cumulative time, below half a connect.
+
+    Functions that wrap the driver's connect (the factory, the retry layer) take
+    the whole connect time; leaving them out shows the SDK's own steps, such as a
+    query the driver module runs after login.
+    """
+    total = sum(own for (_cc, _nc, own, _cum, _callers) in stats.values())
+    rows = []
+    for (filename, line, name), (_cc, calls, own_time, cumulative, _callers) in stats.items():
+        if _package_of(filename) == "securemysql" and cumulative < total / 2:
+            short = filename.split("/site-packages/")[-1].split("/work/main/")[-1]
+            rows.append((cumulative, own_time, calls, f"{short}:{line} {name}"))
+    rows.sort(reverse=True)
+    return [
+        _function_line(own, cum, calls, label, connects) for cum, own, calls, label in rows[:count]
     ]
 
 
@@ -231,6 +256,8 @@ def _profile_lines(
     lines.extend(f"{mode} securemysql, top function {row}" for row in top)
     top = _top_functions(secure_stats, connects, 8, ("securemysql", "tenacity"))
     lines.extend(f"{mode} securemysql/tenacity function {row}" for row in top)
+    steps = _sdk_steps(secure_stats, connects, 5)
+    lines.extend(f"{mode} securemysql step by cumulative time {row}" for row in steps)
     return lines
 
 
