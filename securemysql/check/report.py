@@ -118,7 +118,7 @@ def result_message(report: CheckReport) -> str:
     failed = report.failed_stage
     if failed is None:
         warned = [stage.spec.title for stage in report.stages if stage.status == WARN]
-        suffix = f" ({', '.join(warned)}: see the warnings above)" if warned else ""
+        suffix = f" (with warnings in: {', '.join(warned)})" if warned else ""
         return f"All stages passed{suffix}."
     return (
         f"Stopped at stage {failed.spec.number} ({failed.spec.title}): {failed.summary}. "

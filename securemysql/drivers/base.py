@@ -71,6 +71,11 @@ RESERVED_ARGUMENTS: Mapping[str, str] = {
     "program_name": "program_name",
     "ssl_ca": "ssl_ca",
     "ssl_capath": "ssl_capath",
+    # TLSConfig's field names, which users may take for factory arguments.
+    "ca_file": "ssl_ca",
+    "ca_path": "ssl_capath",
+    "cafile": "ssl_ca",
+    "capath": "ssl_capath",
     "ssl_context": "ssl_context",
     "defer_connect": "nothing: the SDK opens the connection itself",
     "unix_socket": "nothing: tokens are only sent over TCP with verified TLS",

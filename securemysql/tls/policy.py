@@ -40,6 +40,8 @@ class TLSConfig:
     At most one trust source may be set: ``ca_file`` (a PEM bundle),
     ``ca_path`` (an OpenSSL hashed certificate directory), ``ssl_context``
     (a client context the caller built) or ``use_system_trust_store``.
+    ConnectionFactory takes the first two as ``ssl_ca`` and ``ssl_capath``, and
+    messages use those names.
     With none set, the default bundle is used (see :func:`default_ca_bundle`).
     Combining sources is rejected so that every driver trusts exactly the same
     certificates. To trust several, concatenate the PEM files into one.
@@ -92,8 +94,8 @@ class TLSConfig:
             if self.ssl_context is not None:
                 raise ConfigurationError(
                     "server_hostname cannot be combined with ssl_context, because the drivers "
-                    "pass the connection host to ssl_context.wrap_socket(). Pass ca_file= "
-                    "(or ca_path=) with server_hostname= instead."
+                    "pass the connection host to ssl_context.wrap_socket(). Pass ssl_ca= "
+                    "(or ssl_capath=) with server_hostname= instead."
                 )
 
     def __repr__(self) -> str:
@@ -174,8 +176,8 @@ def _check_single_trust_source(config: TLSConfig) -> None:
     chosen = [
         name
         for name, is_set in (
-            ("ca_file", config.ca_file is not None),
-            ("ca_path", config.ca_path is not None),
+            ("ssl_ca", config.ca_file is not None),
+            ("ssl_capath", config.ca_path is not None),
             ("ssl_context", config.ssl_context is not None),
             ("use_system_trust_store", config.use_system_trust_store is True),
         )
@@ -184,16 +186,18 @@ def _check_single_trust_source(config: TLSConfig) -> None:
     if len(chosen) > 1:
         raise ConfigurationError(
             f"Set at most one trust source, got {' and '.join(chosen)}. "
-            "To trust several CAs, concatenate their PEM files into one ca_file."
+            "To trust several CAs, concatenate their PEM files into one file and pass "
+            "it as ssl_ca."
         )
 
 
 def _checked_ca_file(value: object) -> str:
-    path = _as_path(value, "ca_file")
+    path = _as_path(value, "ssl_ca")
     if not os.path.isfile(path):
         raise ConfigurationError(
-            f"CA file not found: {path}. Pass ca_file= the path of a PEM file with the "
-            "CA certificates that issued the server certificate, or omit ca_file to use "
+            f"CA file not found: {path}. Pass ssl_ca= (--ssl-ca on the command line) the "
+            "path of a PEM file with the CA certificates that issued the server "
+            "certificate, or omit it to use "
             "the default bundle (certifi plus the Azure Database for MySQL root CAs)."
         )
 
@@ -210,12 +214,12 @@ def _checked_ca_file(value: object) -> str:
 
 
 def _checked_ca_path(value: object) -> str:
-    path = _as_path(value, "ca_path")
+    path = _as_path(value, "ssl_capath")
     if not os.path.isdir(path):
         raise ConfigurationError(
-            f"CA directory not found: {path}. Pass ca_path= a directory of PEM "
+            f"CA directory not found: {path}. Pass ssl_capath= a directory of PEM "
             "certificates named by subject hash (see `openssl rehash`), or pass "
-            "ca_file= a single PEM bundle instead."
+            "ssl_ca= a single PEM bundle instead."
         )
     return path
 

@@ -112,7 +112,7 @@ def test_full_run_passes_with_json(
         "status": "pass",
         "exit_code": 0,
         "failed_stage": None,
-        "message": "All stages passed (Security posture: see the warnings above).",
+        "message": "All stages passed (with warnings in: Security posture).",
     }
     statuses = [item["status"] for item in document["stages"]]
     assert statuses == ["pass"] * 6 + ["warn"]  # require_secure_transport is OFF

@@ -138,6 +138,12 @@ def test_password_argument_rejected(sandbox: Sandbox) -> None:
         _factory(sandbox, password="secret")
 
 
+@pytest.mark.parametrize("name", ["ca_file", "cafile"])
+def test_ca_file_argument_points_to_ssl_ca(sandbox: Sandbox, name: str) -> None:
+    with pytest.raises(ConfigurationError, match="use ssl_ca instead"):
+        _factory(sandbox, **{name: sandbox.info.ssl_ca})
+
+
 def test_demo_command_reports_user_and_tls() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "securemysql", "demo"],

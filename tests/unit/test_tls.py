@@ -375,7 +375,8 @@ def test_missing_ca_file_named(tmp_path: pathlib.Path) -> None:
         TLSConfig(ca_file=str(missing))
 
     assert str(missing) in str(raised.value)
-    assert "ca_file=" in str(raised.value)
+    assert "ssl_ca=" in str(raised.value)
+    assert "ca_file=" not in str(raised.value)
 
 
 def test_ca_file_without_certificates(tmp_path: pathlib.Path) -> None:
