@@ -10,7 +10,7 @@ pattern: each thread builds its own ``ManagedIdentityCredential``, calls
 connection. Reported per variant: identity endpoint requests per round (target
 for securemysql: exactly 1) and the time from the release to the last
 connection, median over the rounds. Connections stay open until every thread is
-done, so the server holds ``--threads`` sessions at the peak.
+done, so the server has ``--threads`` sessions open at the peak.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--endpoint-delay",
         type=float,
         default=0.0,
-        help="seconds the identity endpoint waits before each answer (default 0: loopback speed)",
+        help="seconds the identity endpoint waits before each response (default 0: no delay)",
     )
     return parser.parse_args(argv)
 

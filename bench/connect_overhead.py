@@ -4,7 +4,7 @@ Run as root from the repository: ``.venv/bin/python -m bench.connect_overhead``.
 
 For each driver mode, securemysql's ``ConnectionFactory`` (token already cached)
 and the bare driver connect to the same sandbox with the same access token and
-the same TLS settings: PyMySQL gets the same ``ssl.SSLContext`` object,
+the same TLS settings. PyMySQL gets the same ``ssl.SSLContext`` object, and
 mysql-connector the same CA file with certificate and host-name verification.
 The two are interleaved (ABBA order) so that both see the same machine load.
 Only the connect call is timed; closing is not. Target: the ratio of the
@@ -213,8 +213,8 @@ def _sdk_steps(stats: Any, connects: int, count: int) -> list[str]:
     """Return the securemysql functions with the most cumulative time, below half a connect.
 
     Functions that wrap the driver's connect (the factory, the retry layer) take
-    the whole connect time; leaving them out shows the SDK's own steps, such as a
-    query the driver module runs after login.
+    the whole connect time. Leaving them out shows the SDK's own steps, such as a
+    query that the driver module runs after login.
     """
     total = sum(own for (_cc, _nc, own, _cum, _callers) in stats.values())
     rows = []

@@ -5,12 +5,13 @@ Run as root from the repository: ``.venv/bin/python -m bench.token_churn``.
 The sandbox's identity endpoint issues tokens that expire after
 ``--token-lifetime`` seconds (default 60). ``--threads`` threads share one
 ``ConnectionFactory`` and, for ``--seconds`` (default 300), open a connection,
-run ``SELECT 1`` and close it, as fast as they can. Reported: connections per
-second over the whole run and the slowest and fastest ``--bucket`` interval
-(a sustained rate has both close to the mean), failed connections, identity
-endpoint requests (the token provider refreshes each token once, about 45 s
-into its 60 s life, so about ``seconds / 45 + 1`` requests are expected) and
-logins the server's token verifier rejected.
+run ``SELECT 1`` and close it, as fast as they can.
+
+Reported: connections per second over the whole run, and the slowest and
+fastest ``--bucket`` interval (a sustained rate has both close to the mean);
+failed connections; identity endpoint requests; and logins that the server's
+token verifier rejected. The token provider refreshes each token once, about
+45 s into its 60 s life, so about ``seconds / 45 + 1`` requests are expected.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.report import append_record
 from securemysql.sandbox import Sandbox
 
 
-class Counter:
+class ChurnCounter:
     """Thread-safe count of connections per time bucket, and of failures by type."""
 
     def __init__(self, started: float, bucket_seconds: float) -> None:
@@ -46,7 +47,7 @@ class Counter:
             self.failures[type(exc).__name__] += 1
 
 
-def _churn(factory: securemysql.ConnectionFactory, counter: Counter, stop_at: float) -> None:
+def _churn(factory: securemysql.ConnectionFactory, counter: ChurnCounter, stop_at: float) -> None:
     while time.monotonic() < stop_at:
         try:
             connection = factory()
@@ -73,7 +74,7 @@ def run(sandbox: Sandbox, args: argparse.Namespace) -> list[str]:
     rejections_before = len(sandbox.verifier.rejections)
 
     started = time.monotonic()
-    counter = Counter(started, args.bucket)
+    counter = ChurnCounter(started, args.bucket)
     threads = [
         threading.Thread(target=_churn, args=(factory, counter, started + args.seconds))
         for _ in range(args.threads)

@@ -3,9 +3,10 @@
 # database, or when the server's security posture fails.
 #
 # Runs `securemysql check --json --strict` with the identity the pipeline has
-# (a managed identity, a workload identity, or `az login`), prints a one-line
-# verdict per failed stage, saves the JSON report, and exits with the check's
-# exit code: 0 lets the deployment go on, anything else stops it.
+# (a managed identity, a workload identity, or `az login`) and saves the JSON
+# report. It prints a one-line verdict and, on failure, the cause and the fix.
+# It exits with the check's exit code: 0 lets the deployment go on, anything
+# else stops it.
 #
 # Settings come from the environment:
 #   AZURE_MYSQL_HOST       server host name                       (required)

@@ -8,7 +8,7 @@
    connections.
 
 Every new connection the pool opens (first use, overflow, recycle, after a
-failover) gets a current token; the URL never holds a password.
+failover) gets a current token, and the URL never contains a password.
 
 Settings come from the environment, as in pymysql_basic.py:
 
@@ -35,13 +35,15 @@ SSL_CA: Optional[str] = os.environ.get("AZURE_MYSQL_SSL_CA")
 
 
 def engine_from_url() -> Engine:
-    """securemysql's create_engine: a normal URL without password, plus options."""
+    """Build an engine with securemysql's create_engine: a URL without password, plus options."""
     url = URL.create("mysql+pymysql", username=USER, host=HOST, port=PORT, database=DATABASE)
     return create_engine(url, ssl_ca=SSL_CA, pool_size=5, max_overflow=5)
 
 
 def engine_from_plugin_url() -> Engine:
-    """Plain sqlalchemy.create_engine; the URL turns the plugin on and carries its options.
+    """Build an engine with plain sqlalchemy.create_engine and the plugin named in the URL.
+
+    The URL also carries the plugin's options.
 
     As a string: mysql+pymysql://USER@HOST:3306/DB?plugin=securemysql&ssl_ca=/path/ca.pem
     """
@@ -55,7 +57,10 @@ def engine_from_plugin_url() -> Engine:
 
 
 def engine_from_creator() -> Engine:
-    """A ConnectionFactory as the pool's creator; the URL only names the dialect."""
+    """Build an engine with a ConnectionFactory as the pool's creator.
+
+    The URL only names the dialect.
+    """
     factory = securemysql.ConnectionFactory(HOST, USER, port=PORT, database=DATABASE, ssl_ca=SSL_CA)
     engine = sqlalchemy.create_engine(
         "mysql+pymysql://", creator=factory, pool_pre_ping=True, pool_recycle=1800

@@ -1,7 +1,7 @@
 """Connect as a user-assigned managed identity, selected by its client ID.
 
-A resource can carry several user-assigned managed identities; the client ID
-says which one requests the token. The MySQL user is the one created on the
+A resource can carry several user-assigned managed identities, and the client
+ID selects the one that requests the token. The MySQL user is the one created on the
 server for that identity (its name as given to CREATE AADUSER on Azure).
 
 Two equivalent ways are shown:

@@ -1,9 +1,9 @@
 """A small web app that serves requests from a pooled SQLAlchemy engine with token logins.
 
-It uses only the standard library's WSGI server, so it runs without Flask; the
+It uses only the standard library's WSGI server, so it runs without Flask. The
 ``app`` function is a WSGI application that gunicorn, uWSGI or mod_wsgi can
-serve as it is, and a Flask or FastAPI app would create the engine the same way:
-once per process, at start-up, and share it between requests.
+serve as it is. A Flask or FastAPI app would create the engine the same way:
+once per process, at start-up, shared between requests.
 
 Routes:
     GET  /health   runs SELECT 1; 503 when the database is unreachable for now
