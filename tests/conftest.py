@@ -19,6 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from securemysql.sandbox import Sandbox, TLSMode
+from tests import netguard
+
+netguard.install()
 
 
 @pytest.fixture
