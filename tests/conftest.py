@@ -44,5 +44,5 @@ def sandbox(securemysql_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> It
         securemysql_sandbox.restart(tls=TLSMode.VERIFIED)
     elif not securemysql_sandbox.server.is_running():
         securemysql_sandbox.start_server()
-    securemysql_sandbox.set_require_secure_transport(False)
+    securemysql_sandbox.set_require_secure_transport(securemysql_sandbox.require_secure_transport)
     securemysql_sandbox.set_max_connections(200)

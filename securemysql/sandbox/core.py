@@ -104,6 +104,7 @@ class Sandbox:
         port: Optional[int] = None,
         identity_port: Optional[int] = None,
         bind_address: str = "127.0.0.1",
+        require_secure_transport: bool = True,
     ) -> None:
         self.tls_mode = TLSMode(tls)
         self._token_lifetime = token_lifetime
@@ -113,6 +114,7 @@ class Sandbox:
         self._port = port
         self._identity_port = identity_port
         self._bind_address = bind_address
+        self.require_secure_transport = require_secure_transport
         self._directory: Optional[Path] = None
         self._pam_service: Optional[str] = None
         self._started = False
@@ -208,6 +210,7 @@ class Sandbox:
             max_connections=self._max_connections,
             performance_schema=self._performance_schema,
             bind_address=self._bind_address,
+            require_secure_transport=self.require_secure_transport,
         )
         self.server.install()
         self.server.start(self.certificates.server_files(self.tls_mode))

@@ -82,6 +82,7 @@ class MariaDBServer:
     max_connections: int = 200
     performance_schema: bool = True
     bind_address: str = "127.0.0.1"
+    require_secure_transport: bool = True
     extra_args: Sequence[str] = ()
 
     def __post_init__(self) -> None:
@@ -232,6 +233,9 @@ class MariaDBServer:
             command.append("--skip-ssl")
         else:
             command += [f"--ssl-ca={tls.ca}", f"--ssl-cert={tls.cert}", f"--ssl-key={tls.key}"]
+            if self.require_secure_transport:
+                # Azure Database for MySQL Flexible Server's default.
+                command.append("--require-secure-transport=ON")
         return command + list(self.extra_args)
 
     def _wait_until_ready(self) -> None:

@@ -187,12 +187,18 @@ def test_kill_connections_closes_clients(sandbox: Sandbox) -> None:
         _current_user(connection)
 
 
-def test_require_secure_transport_control(sandbox: Sandbox) -> None:
-    sandbox.set_require_secure_transport(True)
-
+def test_secure_transport_required_by_default(sandbox: Sandbox) -> None:
     rows = sandbox.server.query("SELECT @@GLOBAL.require_secure_transport")
 
     assert rows[0][0] == 1
+
+
+def test_require_secure_transport_control(sandbox: Sandbox) -> None:
+    sandbox.set_require_secure_transport(False)
+
+    rows = sandbox.server.query("SELECT @@GLOBAL.require_secure_transport")
+
+    assert rows[0][0] == 0
 
 
 def test_restart_keeps_users_and_port(sandbox: Sandbox) -> None:
