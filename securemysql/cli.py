@@ -117,11 +117,13 @@ def _add_optional_commands(commands: argparse._SubParsersAction[argparse.Argumen
     check.add_commands(commands)
 
 
-def _configure_logging(verbosity: int) -> None:
+def _configure_logging(verbosity: int, command: str) -> None:
     from securemysql import redaction
 
     redaction.install()
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    # The check report already states every warning the library would log.
+    quiet = logging.ERROR if command == "check" else logging.WARNING
+    level = quiet if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -131,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, args.command)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -96,6 +96,7 @@ def command_up(args: argparse.Namespace) -> int:
 
     state = _wait_for_state(path, process, log_path)
     _print_info(state, args.json)
+    print(f"Sandbox log (rejected logins and their reasons): {log_path}", file=sys.stderr)
     return 0
 
 
