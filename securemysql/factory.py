@@ -38,11 +38,11 @@ def default_program_name() -> str:
 class ConnectionFactory:
     """Open connections to Azure Database for MySQL with Microsoft Entra ID tokens.
 
-    Each call returns a new driver connection (PyMySQL or mysql-connector):
-    an access token from ``token_provider`` (built from ``credential`` when not
+    Each call returns a new driver connection (PyMySQL or mysql-connector).
+    An access token from ``token_provider`` (built from ``credential`` when not
     given) is sent as the password with the ``mysql_clear_password`` auth
-    plugin, only over TLS 1.2+ whose certificate chain and host name were
-    verified. Transient errors are retried under ``retry``; a token the server
+    plugin. It is sent only over TLS 1.2 or newer whose certificate chain and
+    host name were verified. Transient errors are retried under ``retry``; a token the server
     rejects (1045) is refreshed once and the login tried once more.
 
     The factory is thread-safe and keeps no connection; it can be shared by a

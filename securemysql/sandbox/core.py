@@ -4,7 +4,7 @@ It combines a private MariaDB instance (TLS from a test CA, token users that
 log in with ``mysql_clear_password``), a token verifier that validates logins
 as Azure does, and a loopback managed-identity endpoint that ``azure-identity``
 calls for tokens. Everything listens on 127.0.0.1 (unless a container set-up
-asks for another bind address) and stops with ``stop()``.
+sets another bind address) and stops with ``stop()``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ ADMIN_USER = "sandbox_admin"
 class SandboxInfo:
     """What a client needs to reach the sandbox; ``sandbox up --json`` prints this.
 
-    ``env`` holds the variables that point ``azure-identity`` at the sandbox's
+    ``env`` contains the variables that point ``azure-identity`` at the sandbox's
     managed-identity endpoint. Passwords of the native and admin users are for
     tests and benchmarks of the sandbox itself.
     """
@@ -88,9 +88,10 @@ class Sandbox:
         token_lifetime: lifetime in seconds of tokens the identity endpoint issues.
         max_connections: the server's ``max_connections``.
         base_directory: parent of the sandbox's temporary directory.
-        performance_schema: turn on ``performance_schema`` (needed to read connection
-            attributes); it makes every token login about 3 ms slower, because the
-            server process that forks the PAM script is larger.
+        performance_schema: turn on ``performance_schema``, which connection attributes
+            need. It makes every token login about 3 ms slower (measured with
+            bench/login_cost.py), because the server process that forks the PAM script
+            is larger.
     """
 
     def __init__(
