@@ -64,7 +64,6 @@ from securemysql.errors import (
     ConfigurationError,
     DriverNotAvailableError,
     TLSNotOfferedError,
-    TLSVersionError,
 )
 from securemysql.tls import (
     TLSConfig,
@@ -96,7 +95,6 @@ C_EXTENSION = "C extension"
 _CLEAR_PASSWORD_PLUGIN = "mysql_clear_password"
 _ACCESS_DENIED = 1045
 _ACCEPTED_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
-_VERSION_NOT_REPORTED = "unknown"
 # mysql-connector's message when mysql_clear_password is named and the server offers no TLS.
 _INSECURE_CHANNEL_TEXT = "not supported over insecure channels"
 
@@ -373,12 +371,13 @@ class MySQLConnectorDriver(Driver):
         # packet when the server offers no TLS, the chain does not verify against
         # ca_file or the certificate does not name host, and it rejects TLS 1.1
         # (tests/unit/test_drivers.py checks each case against a fake server).
-        # tls_info() checks the cipher and the server's Ssl_version afterwards.
+        # tls_info() checks the negotiated cipher afterwards.
         arguments.update(
             ssl_ca=ca_file,
             ssl_verify_cert=True,
             ssl_verify_identity=True,
             ssl_disabled=False,
+            tls_versions=list(_ACCEPTED_TLS_VERSIONS),
             auth_plugin=_CLEAR_PASSWORD_PLUGIN,
             # The C extension takes whole seconds.
             connection_timeout=max(1, math.ceil(params.connect_timeout)),
@@ -403,11 +402,9 @@ class MySQLConnectorDriver(Driver):
         """Return the session's TLS version and cipher; close and raise if it is not TLS.
 
         Pure-Python mode: read from the client's TLS socket. C extension: the
-        cipher from libmysqlclient (``get_ssl_cipher()``, None without TLS)
-        and the version from the server's ``Ssl_version`` status variable,
-        because libmysqlclient does not expose it. ``version`` is
-        ``"unknown"`` when the server does not report it (for example behind
-        a proxy that ends TLS).
+        cipher from libmysqlclient (``get_ssl_cipher()``, None without TLS), and
+        the version derived from the cipher's name, because libmysqlclient does
+        not expose it and asking the server would cost a round trip per connect.
         """
         if isinstance(connection, MySQLConnection):
             return _pure_tls_info(connection)
@@ -501,35 +498,15 @@ def _pure_tls_info(connection: Any) -> TLSInfo:
 
 
 def _c_extension_tls_info(connection: Any) -> TLSInfo:
-    cipher = connection._cmysql.get_ssl_cipher()
+    cipher = _as_text(connection._cmysql.get_ssl_cipher())
     if not cipher:
         close_quietly(connection)
         raise not_verified_tls_error()
 
-    try:
-        status = _session_ssl_status(connection)
-    except Exception:
-        close_quietly(connection)
-        raise
-
-    version = status.get("Ssl_version") or _VERSION_NOT_REPORTED
-    if version not in (*_ACCEPTED_TLS_VERSIONS, _VERSION_NOT_REPORTED):
-        close_quietly(connection)
-        raise TLSVersionError(
-            f"The server reports {version} for this session; securemysql requires TLS 1.2 "
-            "or newer. Enable TLS 1.2 or 1.3 on the server."
-        )
-    return TLSInfo(version=version, cipher=_as_text(cipher))
-
-
-def _session_ssl_status(connection: Any) -> dict[str, str]:
-    cursor = connection.cursor()
-    try:
-        cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')")
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    return {_as_text(name): _as_text(value) for name, value in rows}
+    # libmysqlclient negotiated within tls_versions (TLS 1.2 or 1.3, set at connect),
+    # and OpenSSL names every TLS 1.3 cipher suite "TLS_..." and no TLS 1.2 suite so.
+    version = "TLSv1.3" if cipher.startswith("TLS_") else "TLSv1.2"
+    return TLSInfo(version=version, cipher=cipher)
 
 
 def _as_text(value: object) -> str:
