@@ -42,6 +42,7 @@ TOKEN_USER = "sandbox-app"  # the system-assigned managed identity's MySQL user
 USER_ASSIGNED_USER = "sandbox-uami"
 NATIVE_USER = "sandbox_native"  # a password user, for comparisons only
 ADMIN_USER = "sandbox_admin"
+_PORT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,21 @@ class Sandbox:
             require_secure_transport=self.require_secure_transport,
         )
         self.server.install()
-        self.server.start(self.certificates.server_files(self.tls_mode))
+        self._start_server_on_free_port()
+
+    def _start_server_on_free_port(self) -> None:
+        # free_port() only saw the port free a moment ago: another process (say a
+        # second sandbox) may bind it first, so a chosen port gets a few more tries.
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self.server.start(self.certificates.server_files(self.tls_mode))
+                return
+            except SandboxError:
+                port_taken = "Bind on TCP/IP port" in self.server.error_log_tail()
+                if self._port is not None or not port_taken or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                logger.warning("port %d was taken meanwhile; trying another", self.server.port)
+                self.server.port = free_port()
 
     def _init_sql(self) -> str:
         service = self._pam_service

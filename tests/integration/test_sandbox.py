@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -256,3 +257,21 @@ def test_cli_foreground_exports_details(tmp_path: Path) -> None:
         process.terminate()
         returncode = process.wait(timeout=60)
     assert returncode == 0
+
+
+def test_sandbox_retries_port_taken_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    from securemysql.sandbox import core
+    from securemysql.sandbox.server import free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr(core, "free_port", lambda: next(ports))
+
+        with Sandbox() as sandbox:
+            port = sandbox.info.port
+            _login(sandbox, sandbox.mint_token()).close()
+
+    assert port != taken
