@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import struct
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -27,118 +25,29 @@ from cryptography import x509
 from securemysql.check import certinfo
 from securemysql.check.stage import FactRecorder, RunState, StageFailed
 from securemysql.tls import TLSConfig, default_ca_bundle_pem
+from securemysql.tls.handshake import (
+    Greeting,
+    ServerErrorPacket,
+    parse_greeting,
+    read_greeting,
+    ssl_request_packet,
+)
 
-# Capability flags of the MySQL client/server protocol.
-_CLIENT_LONG_PASSWORD = 1 << 0
-_CLIENT_PROTOCOL_41 = 1 << 9
-_CLIENT_SSL = 1 << 11
-_CLIENT_SECURE_CONNECTION = 1 << 15
-_UTF8MB4_GENERAL_CI = 45
-_MAX_PACKET_SIZE = 16 * 1024 * 1024
-_MAX_GREETING = 64 * 1024
+# Re-exported: the greeting parsing used to live here.
+__all__ = [
+    "Greeting",
+    "ServerErrorPacket",
+    "parse_greeting",
+    "peer_chain",
+    "read_greeting",
+    "run_tls",
+    "ssl_request_packet",
+]
 
 # OpenSSL verification codes for a certificate that does not name the host.
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
 _X509_V_ERR_IP_ADDRESS_MISMATCH = 64
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
-
-
-@dataclass(frozen=True)
-class Greeting:
-    """The parts of the server's initial handshake packet that the report uses."""
-
-    protocol_version: int
-    server_version: str
-    connection_id: int
-    capabilities: int
-
-    @property
-    def offers_tls(self) -> bool:
-        return bool(self.capabilities & _CLIENT_SSL)
-
-
-class ServerErrorPacket(Exception):
-    """The server sent an error packet instead of a greeting."""
-
-    def __init__(self, error_number: int, message: str) -> None:
-        super().__init__(f"{error_number}: {message}")
-        self.error_number = error_number
-        self.message = message
-
-
-def parse_greeting(payload: bytes) -> Greeting:
-    """Parse a protocol version 10 greeting (the only one MySQL 5.0+ and MariaDB send).
-
-    Raises:
-        ServerErrorPacket: the payload is an error packet (0xFF).
-        ValueError: the payload is neither.
-    """
-    if payload[:1] == b"\xff" and len(payload) >= 3:
-        (error_number,) = struct.unpack_from("<H", payload, 1)
-        message = payload[3:].decode("utf-8", "replace")
-        if message.startswith("#") and len(message) >= 6:
-            message = message[6:]  # drop "#" and the SQLSTATE
-        raise ServerErrorPacket(error_number, message)
-
-    if not payload or payload[0] != 10:
-        raise ValueError("the server's first packet is not a MySQL protocol version 10 greeting")
-
-    version_end = payload.find(b"\0", 1)
-    if version_end < 0:
-        raise ValueError("the server's greeting has no version string")
-    server_version = payload[1:version_end].decode("utf-8", "replace")
-
-    # version NUL, 4-byte connection id, 8 scramble bytes, 1 filler byte, 2 capability bytes
-    position = version_end + 1
-    if len(payload) < position + 4 + 8 + 1 + 2:
-        raise ValueError("the server's greeting is truncated")
-    (connection_id,) = struct.unpack_from("<I", payload, position)
-    position += 4 + 8 + 1
-    (capabilities,) = struct.unpack_from("<H", payload, position)
-    position += 2
-
-    # character set (1), status flags (2), then the upper 16 capability bits
-    if len(payload) >= position + 5:
-        (upper,) = struct.unpack_from("<H", payload, position + 3)
-        capabilities |= upper << 16
-
-    return Greeting(
-        protocol_version=10,
-        server_version=server_version,
-        connection_id=connection_id,
-        capabilities=capabilities,
-    )
-
-
-def read_greeting(sock: socket.socket) -> Greeting:
-    """Read and parse the server's greeting packet from a new connection."""
-    header = _receive_exactly(sock, 4)
-    length = int.from_bytes(header[:3], "little")
-    if length > _MAX_GREETING:
-        raise ValueError(f"the server's first packet is {length} bytes, too long for a greeting")
-    return parse_greeting(_receive_exactly(sock, length))
-
-
-def ssl_request_packet() -> bytes:
-    """Return the SSLRequest packet (header with sequence id 1, then 32 bytes); no secret."""
-    payload = struct.pack(
-        "<IIB23s",
-        _CLIENT_LONG_PASSWORD | _CLIENT_PROTOCOL_41 | _CLIENT_SSL | _CLIENT_SECURE_CONNECTION,
-        _MAX_PACKET_SIZE,
-        _UTF8MB4_GENERAL_CI,
-        b"",
-    )
-    return len(payload).to_bytes(3, "little") + b"\x01" + payload
-
-
-def _receive_exactly(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("the server closed the connection before its greeting ended")
-        data += chunk
-    return bytes(data)
 
 
 def peer_chain(tls_socket: ssl.SSLSocket, *, verified: bool) -> list[bytes]:

@@ -14,23 +14,18 @@ password or token.
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
-import struct
 from typing import Optional
 
-from securemysql.drivers.base import CLIENT_SSL, ConnectParams
+from securemysql.drivers.base import ConnectParams
 from securemysql.errors import CertificateVerificationError, HostnameMismatchError, TLSError
 from securemysql.tls import fetch_server_certificate, translate_tls_failure
+from securemysql.tls.handshake import open_for_tls_upgrade
 
 logger = logging.getLogger("securemysql.drivers")
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
 _NAME_MISMATCH_CODES = frozenset({62, 64})
-
-_CLIENT_PROTOCOL_41 = 1 << 9
-_MAX_PACKET_SIZE = 1 << 24
-_UTF8MB4_GENERAL_CI = 45
 
 _PROBE_NOTE = (
     " (The driver reports an untrusted certificate and a wrong host name alike; securemysql "
@@ -165,40 +160,13 @@ def verify_server_certificate(
         OSError: the connection failed or timed out (other ssl.SSLError included).
         ValueError: the greeting is not MySQL protocol version 10.
     """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        if not _greeting_offers_tls(_read_packet(sock)):
-            return None
+    sock = open_for_tls_upgrade(host, port, timeout=timeout)
+    if sock is None:
+        return None
 
-        payload = struct.pack(
-            "<IIB23s", CLIENT_SSL | _CLIENT_PROTOCOL_41, _MAX_PACKET_SIZE, _UTF8MB4_GENERAL_CI, b""
-        )
-        sock.sendall(len(payload).to_bytes(3, "little") + b"\x01" + payload)
+    with sock:
         try:
             with context.wrap_socket(sock, server_hostname=host):
                 return None
         except ssl.SSLCertVerificationError as exc:
             return exc
-
-
-def _read_packet(sock: socket.socket) -> bytes:
-    header = _receive(sock, 4)
-    return _receive(sock, int.from_bytes(header[:3], "little"))
-
-
-def _receive(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("the server closed the connection during the greeting")
-        data += chunk
-    return bytes(data)
-
-
-def _greeting_offers_tls(greeting: bytes) -> bool:
-    if not greeting or greeting[0] != 10:
-        raise ValueError("the server's greeting is not MySQL protocol version 10")
-    # version string, NUL, 4-byte connection id, 8 scramble bytes, 1 filler byte
-    capabilities_at = greeting.index(b"\0", 1) + 1 + 4 + 8 + 1
-    (capabilities,) = struct.unpack_from("<H", greeting, capabilities_at)
-    return bool(capabilities & CLIENT_SSL)

@@ -11,8 +11,9 @@ The public API is what this package exports; the submodules are its
 implementation. :mod:`.policy` contains :class:`TLSConfig` and the checks on
 caller-supplied contexts, :mod:`.bundle` the default and system CA bundles,
 :mod:`.session` the inspection of connected sockets and the fetching of a
-server's certificate, and :mod:`.failures` the translation of driver errors
-into :class:`securemysql.errors.TLSError` subclasses. All log records go to the
+server's certificate, :mod:`.handshake` the client side of MySQL's exchange
+before TLS (greeting and SSLRequest), and :mod:`.failures` the translation of
+driver errors into :class:`securemysql.errors.TLSError` subclasses. All log records go to the
 ``securemysql.tls`` logger.
 """
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
-import struct
 from dataclasses import dataclass
 from typing import Optional
+
+from securemysql.tls.handshake import open_for_tls_upgrade
 
 _ACCEPTED_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
@@ -73,13 +73,6 @@ def is_verified_tls_socket(sock: object) -> bool:
     return version in _ACCEPTED_VERSIONS
 
 
-_CLIENT_PROTOCOL_41 = 1 << 9
-_CLIENT_SSL = 1 << 11
-_CLIENT_SECURE_CONNECTION = 1 << 15
-_UTF8MB4_GENERAL_CI = 45
-_MAX_PACKET_SIZE = 16 * 1024 * 1024
-
-
 def fetch_server_certificate(
     host: str,
     port: int = 3306,
@@ -108,48 +101,13 @@ def fetch_server_certificate(
         OSError: the connection failed or timed out (ssl.SSLError included).
         ValueError: the server's greeting is not MySQL protocol version 10.
     """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        greeting = _read_mysql_packet(sock)
-        if not _greeting_offers_tls(greeting):
-            return None
+    sock = open_for_tls_upgrade(host, port, timeout=timeout)
+    if sock is None:
+        return None
 
-        ssl_request = struct.pack(
-            "<IIB23s",
-            _CLIENT_SSL | _CLIENT_PROTOCOL_41 | _CLIENT_SECURE_CONNECTION,
-            _MAX_PACKET_SIZE,
-            _UTF8MB4_GENERAL_CI,
-            b"",
-        )
-        sock.sendall(len(ssl_request).to_bytes(3, "little") + b"\x01" + ssl_request)
-
-        # Verification is off on purpose: this connection only reads the certificate.
-        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        probe.check_hostname = False
-        probe.verify_mode = ssl.CERT_NONE
-        with probe.wrap_socket(sock, server_hostname=server_hostname or host) as tls_sock:
-            return tls_sock.getpeercert(binary_form=True)
-
-
-def _read_mysql_packet(sock: socket.socket) -> bytes:
-    header = _recv_exact(sock, 4)
-    return _recv_exact(sock, int.from_bytes(header[:3], "little"))
-
-
-def _recv_exact(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("the server closed the connection during the greeting")
-        data += chunk
-    return bytes(data)
-
-
-def _greeting_offers_tls(greeting: bytes) -> bool:
-    if not greeting or greeting[0] != 10:
-        raise ValueError("the server's greeting is not MySQL protocol version 10")
-
-    # version string, NUL, 4-byte connection id, 8 scramble bytes, 1 filler byte
-    capabilities_at = greeting.index(b"\0", 1) + 1 + 4 + 8 + 1
-    (capabilities,) = struct.unpack_from("<H", greeting, capabilities_at)
-    return bool(capabilities & _CLIENT_SSL)
+    # Verification is off on purpose: this connection only reads the certificate.
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    with sock, probe.wrap_socket(sock, server_hostname=server_hostname or host) as tls_sock:
+        return tls_sock.getpeercert(binary_form=True)
