@@ -24,6 +24,19 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(driver=args.driver)
 
 
+def _run_ca_bundle(args: argparse.Namespace) -> int:
+    from securemysql.tls import default_ca_bundle_pem
+
+    pem = default_ca_bundle_pem()
+    if args.output is None:
+        sys.stdout.write(pem)
+        return EXIT_OK
+    with open(args.output, "w", encoding="ascii") as output:
+        output.write(pem)
+    print(f"Wrote the default CA bundle to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _run_sandbox(args: argparse.Namespace) -> int:
     from securemysql.sandbox import daemon
 
@@ -65,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="database driver to use (default: pymysql)",
     )
     demo.set_defaults(handler=_run_demo)
+
+    ca_bundle = commands.add_parser(
+        "ca-bundle",
+        help="print the default CA bundle (certifi plus the Azure Database for MySQL roots)",
+        description=(
+            "Print the CA bundle that securemysql trusts by default: certifi's bundle plus "
+            "the Azure Database for MySQL root CAs it lacks. Give the file to other clients, "
+            "for example: mariadb --ssl-ca FILE --ssl-verify-server-cert."
+        ),
+    )
+    ca_bundle.add_argument(
+        "--output", metavar="FILE", help="write the bundle to FILE instead of standard output"
+    )
+    ca_bundle.set_defaults(handler=_run_ca_bundle)
 
     sandbox = commands.add_parser(
         "sandbox",

@@ -68,6 +68,9 @@ rather than --password=, which other users can read in the process list
       --enable-cleartext-plugin \\
       --ssl-ca /path/to/ca-bundle.pem --ssl-verify-server-cert
 
+  (`securemysql ca-bundle --output ca-bundle.pem` writes the CA bundle that
+  securemysql trusts by default.)
+
   --enable-cleartext-plugin   lets the client send the token with the
                               mysql_clear_password auth plugin (MySQL's client
                               needs it; MariaDB's 10.11 client accepts it and

@@ -69,3 +69,17 @@ def test_console_script_and_plugins_registered() -> None:
 
 def test_py_typed_marker_shipped() -> None:
     assert (ROOT / "securemysql" / "py.typed").exists()
+
+
+def test_ca_bundle_command_writes_azure_roots(tmp_path: Path) -> None:
+    from securemysql.cli import main
+    from securemysql.tls import AZURE_ROOT_CAS, iter_pem_fingerprints
+
+    output = tmp_path / "bundle.pem"
+
+    code = main(["ca-bundle", "--output", str(output)])
+
+    fingerprints = set(iter_pem_fingerprints(output.read_text()))
+    assert code == 0
+    for name, fingerprint in AZURE_ROOT_CAS.items():
+        assert fingerprint in fingerprints, name
