@@ -330,6 +330,22 @@ def _token_fix(exc: TokenError) -> str:
     return fix or "Check the credential's configuration."
 
 
+def _tenant_or_audience_cause(claims: Mapping[str, Any], expected_audience: str) -> str:
+    tenant = claims.get("tid", "unknown")
+    audience = claims.get("aud", "unknown")
+    if audience == expected_audience:
+        return (
+            f"The token is from another tenant than the server's: tenant {tenant}. Its "
+            f"audience, {audience}, is the one the server needs, so only the tenant can be "
+            "wrong: the server accepts tokens from the tenant of its Entra administrator."
+        )
+    return (
+        f"The token belongs to another tenant or audience: tenant {tenant}, audience "
+        f"{audience}; the server needs audience {expected_audience} and a token from the "
+        "tenant of its Entra administrator."
+    )
+
+
 def _access_denied_causes(state: RunState) -> list[str]:
     """Return the usual reasons for 1045 with a token, most likely first."""
     options = state.options
@@ -348,12 +364,7 @@ def _access_denied_causes(state: RunState) -> list[str]:
             "with for this identity: it must match the Entra user, group or managed identity "
             "name exactly (case included)."
         ),
-        (
-            f"The token belongs to another tenant or audience: tenant "
-            f"{claims.get('tid', 'unknown')}, audience {claims.get('aud', 'unknown')}; the "
-            f"server needs audience {expected_audience} and a token from the tenant of its "
-            "Entra administrator."
-        ),
+        _tenant_or_audience_cause(claims, expected_audience),
     ]
     single_server_form = _single_server_user(options.user)
     causes.append(

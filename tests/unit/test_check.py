@@ -757,3 +757,17 @@ def test_tls_stage_rejects_server_without_tls(capsys: pytest.CaptureFixture[str]
     assert tls["details"]["tls_offered"] is False
     assert "does not offer TLS" in tls["problem"]["cause"]
     assert stage(document, "token")["status"] == SKIPPED
+
+
+def test_tenant_cause_when_audience_matches() -> None:
+    from securemysql.check.login import _tenant_or_audience_cause
+
+    audience = "https://ossrdbms-aad.database.windows.net"
+
+    matching = _tenant_or_audience_cause({"tid": "t-1", "aud": audience}, audience)
+    other = _tenant_or_audience_cause({"tid": "t-1", "aud": "https://x"}, audience)
+
+    assert "only the tenant can be wrong" in matching
+    assert "t-1" in matching
+    assert "another tenant or audience" in other
+    assert "https://x" in other
