@@ -15,6 +15,7 @@ import os
 import pwd
 import secrets
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
@@ -180,7 +181,9 @@ class Sandbox:
     def _start_components(self) -> None:
         pam.remove_stale_services()
         self._directory = Path(
-            tempfile.mkdtemp(prefix="securemysql-sandbox-", dir=self._base_directory)
+            tempfile.mkdtemp(
+                prefix="securemysql-sandbox-", dir=_parent_directory(self._base_directory)
+            )
         )
         os.chmod(self._directory, 0o755)
 
@@ -363,6 +366,26 @@ class Sandbox:
     def _require_started(self) -> None:
         if not self._started and getattr(self, "server", None) is None:
             raise SandboxError("the sandbox is not started; call start() first")
+
+
+def _parent_directory(requested: Optional[str]) -> str:
+    """Return where to create the sandbox directory: ``requested``, else the temp dir.
+
+    As root the server runs as ``mysql``, which must reach its datadir. A private
+    temporary directory (pytest's, or a TMPDIR of mode 0700) is not reachable, so
+    the world-traversable /tmp is used instead.
+    """
+    if requested is not None:
+        return requested
+    default = tempfile.gettempdir()
+    if os.geteuid() != 0 or _traversable_by_all(Path(default)):
+        return default
+    logger.info("the temporary directory %s is private; the sandbox uses /tmp", default)
+    return "/tmp"  # noqa: S108 - the server's OS user must reach it; contents are 0755 dirs
+
+
+def _traversable_by_all(path: Path) -> bool:
+    return all(os.stat(part).st_mode & stat.S_IXOTH for part in [path, *path.parents])
 
 
 def _server_os_user() -> str:

@@ -111,7 +111,9 @@ class MariaDBServer:
             "--auth-root-authentication-method=socket",
             "--skip-test-db",
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=self._environment()
+        )
         if result.returncode != 0:
             raise SandboxError(
                 f"mariadb-install-db failed with exit code {result.returncode}: "
@@ -132,6 +134,7 @@ class MariaDBServer:
         with open(self.error_log, "ab") as log:
             self._process = subprocess.Popen(
                 command,
+                env=self._environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -258,6 +261,10 @@ class MariaDBServer:
             f"mariadbd did not accept connections within {_START_TIMEOUT_SECONDS:.0f} s "
             f"(last error: {last_error}); its log ends with:\n{self.error_log_tail()}"
         )
+
+    def _environment(self) -> dict[str, str]:
+        # MariaDB writes temporary files to TMPDIR, which may be private to root.
+        return {**os.environ, "TMPDIR": str(self.tmpdir)}
 
     def error_log_tail(self, lines: int = 20) -> str:
         try:

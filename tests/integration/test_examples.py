@@ -217,3 +217,32 @@ def test_github_actions_snippet_runs_tested_gate() -> None:
     assert "CHECK_REPORT: check-report.json" in workflow
     assert "path: check-report.json" in workflow
     assert "needs: database-gate" in workflow
+
+
+def test_readme_sandbox_snippet_runs(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    start = readme.index("```python\nimport json, os, subprocess")
+    snippet = readme[start + len("```python\n") : readme.index("```", start + 3)]
+    script = tmp_path / "snippet.py"
+    script.write_text(snippet + "\nprint(connection.cursor().execute('SELECT 1'))\n")
+    environment = {
+        **os.environ,
+        "TMPDIR": str(tmp_path),  # a state file of its own, apart from any running sandbox
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+    try:
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            env=environment, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "securemysql", "sandbox", "down"],
+            env=environment, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("1")
+    assert down.returncode == 0, down.stderr
+    assert "stopped" in down.stdout
