@@ -216,6 +216,7 @@ class Sandbox:
             performance_schema=self._performance_schema,
             bind_address=self._bind_address,
             require_secure_transport=self.require_secure_transport,
+            cleanup_paths=(self._directory, pam.PAM_DIRECTORY / self._pam_service),
         )
         self.server.install()
         self._start_server_on_free_port()

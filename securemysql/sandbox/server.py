@@ -8,12 +8,10 @@ MySQL, and PAM hands the token to the sandbox's verifier.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,7 +29,6 @@ logger = logging.getLogger("securemysql.sandbox.server")
 _INSTALL_HINT = "apt-get update && apt-get install -y mariadb-server mariadb-client libpam-script"
 _START_TIMEOUT_SECONDS = 60.0
 _STOP_TIMEOUT_SECONDS = 30.0
-_PR_SET_PDEATHSIG = 1
 
 
 def find_program(name: str) -> str:
@@ -49,12 +46,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child before exec: the server gets SIGTERM when the process
-    # that started it dies, so a crashed test run leaves no server behind.
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# Watches the process that started the server and, once it is gone (killed, say,
+# with SIGKILL, so no cleanup ran), stops the server and removes the given paths.
+# PR_SET_PDEATHSIG cannot do this: the kernel clears it when mariadbd switches
+# to the mysql user.
+_WATCHDOG_SCRIPT = """
+parent=$1; server=$2; shift 2
+while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+kill -TERM "$server" 2>/dev/null
+for _ in $(seq 60); do kill -0 "$server" 2>/dev/null || break; sleep 0.5; done
+kill -KILL "$server" 2>/dev/null
+rm -rf -- "$@"
+"""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class MariaDBServer:
     performance_schema: bool = True
     bind_address: str = "127.0.0.1"
     require_secure_transport: bool = True
+    # Removed by the watchdog if the starting process dies without stopping the server.
+    cleanup_paths: Sequence[Path] = ()
     extra_args: Sequence[str] = ()
 
     def __post_init__(self) -> None:
@@ -95,6 +100,7 @@ class MariaDBServer:
         self.tmpdir = self.directory / "tmp"
         self.init_file = self.directory / "init.sql"
         self._process: Optional[subprocess.Popen[bytes]] = None
+        self._watchdog: Optional[subprocess.Popen[bytes]] = None
 
     # --- lifecycle -------------------------------------------------------
 
@@ -138,12 +144,30 @@ class MariaDBServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
             )
+        self._start_watchdog(self._process.pid)
         self._wait_until_ready()
+
+    def _start_watchdog(self, server_pid: int) -> None:
+        # A session of its own, so that Ctrl-C in the terminal does not stop it early.
+        bash = shutil.which("bash") or "/bin/bash"
+        self._watchdog = subprocess.Popen(
+            [bash, "-c", _WATCHDOG_SCRIPT, "securemysql-sandbox-watchdog",
+             str(os.getpid()), str(server_pid), *map(str, self.cleanup_paths)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 30 s); do nothing if it is not running."""
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
+            self._watchdog = None
+
         process = self._process
         if process is None:
             return

@@ -275,3 +275,26 @@ def test_sandbox_retries_port_taken_meanwhile(monkeypatch: pytest.MonkeyPatch) -
             _login(sandbox, sandbox.mint_token()).close()
 
     assert port != taken
+
+
+def test_killed_owner_leaves_nothing_running(tmp_path: Path) -> None:
+    script = (
+        "from securemysql.sandbox import Sandbox\n"
+        "sandbox = Sandbox().start()\n"
+        "print(sandbox.server.pid, sandbox.info.ssl_ca, flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    server_pid, ssl_ca = owner.stdout.readline().split()
+
+    owner.kill()  # SIGKILL: no finalizer, atexit hook or signal handler runs
+    owner.wait(timeout=30)
+
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{server_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    while Path(ssl_ca).exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not Path(f"/proc/{server_pid}").exists()
+    assert not Path(ssl_ca).exists()
