@@ -150,7 +150,11 @@ def _configure_logging(verbosity: int, command: str) -> None:
     redaction.install()
     # The check report already states every warning the library would log.
     quiet = logging.ERROR if command == "check" else logging.WARNING
-    level = quiet if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    level = quiet
+    if verbosity == 1:
+        level = logging.INFO
+    elif verbosity >= 2:
+        level = logging.DEBUG
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

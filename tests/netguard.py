@@ -1,8 +1,8 @@
 """Keep the test process on loopback: connects and name lookups elsewhere fail at once.
 
 Tests and the code under test may talk only to 127.0.0.0/8 and ::1. An
-azure-identity credential that falls back to the instance metadata address, or
-a lookup of a made-up host name that would reach the machine's DNS server, is
+azure-identity credential may fall back to the instance metadata address, and a
+lookup of a made-up host name would reach the machine's DNS server. Both are
 stopped here with an OSError naming the address, so the test fails instead of
 sending traffic. Subprocesses and C extensions (libmysqlclient) are not covered.
 """
