@@ -9,29 +9,13 @@ from typing import Any
 from securemysql.errors import SecureMySQLError
 
 
-def _query_session(connection: Any) -> dict[str, str]:
-    cursor = connection.cursor()
-    try:
-        cursor.execute("SELECT CURRENT_USER(), VERSION()")
-        current_user, version = cursor.fetchone()
-        cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')")
-        status = {str(name): str(value) for name, value in cursor.fetchall()}
-    finally:
-        cursor.close()
-    return {
-        "current_user": str(current_user),
-        "server_version": str(version),
-        "tls_version": status.get("Ssl_version", ""),
-        "tls_cipher": status.get("Ssl_cipher", ""),
-    }
-
-
 def run_demo(*, driver: str = "pymysql", out: Any = None) -> int:
     """Start the sandbox, connect once with a token, print a report; return the exit code.
 
     The sandbox is stopped on every path, including errors and Ctrl-C.
     """
     from securemysql import ConnectionFactory, connection_tls_info
+    from securemysql.check.login import query_session
     from securemysql.sandbox import Sandbox, SandboxError
 
     stream = out or sys.stdout
@@ -54,7 +38,7 @@ def run_demo(*, driver: str = "pymysql", out: Any = None) -> int:
             )
             connection = factory()
             try:
-                session = _query_session(connection)
+                session = query_session(connection)
             finally:
                 connection.close()
             client_tls = connection_tls_info(connection)

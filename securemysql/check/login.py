@@ -401,20 +401,12 @@ def run_session(state: RunState, facts: FactRecorder) -> None:
     if state.database_rejection is not None:
         raise state.database_rejection
 
-    connection = state.connection
-    cursor = connection.cursor()
-    try:
-        cursor.execute("SELECT CURRENT_USER(), VERSION()")
-        current_user, version = cursor.fetchone()
-        cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')")
-        status = {_text(name): _text(value) for name, value in cursor.fetchall()}
-    finally:
-        cursor.close()
-
-    facts.add("current_user", "CURRENT_USER()", _text(current_user))
-    facts.add("server_version", "server version", _text(version))
-    tls_version = status.get("Ssl_version", "")
-    tls_cipher = status.get("Ssl_cipher", "")
+    session = query_session(state.connection)
+    current_user = session["current_user"]
+    facts.add("current_user", "CURRENT_USER()", current_user)
+    facts.add("server_version", "server version", session["server_version"])
+    tls_version = session["tls_version"]
+    tls_cipher = session["tls_cipher"]
     facts.add(
         "tls",
         "TLS (server view)",
@@ -428,7 +420,30 @@ def run_session(state: RunState, facts: FactRecorder) -> None:
             cause="SHOW SESSION STATUS reports an empty Ssl_version for this connection.",
             fix="Report this: securemysql sends tokens only over verified TLS.",
         )
-    facts.summary = f"CURRENT_USER() is {_text(current_user)}; server sees {tls_version}"
+    facts.summary = f"CURRENT_USER() is {current_user}; server sees {tls_version}"
+
+
+def query_session(connection: Any) -> dict[str, str]:
+    """Return ``current_user``, ``server_version``, ``tls_version`` and ``tls_cipher``.
+
+    The TLS values are the server's view (``Ssl_version``, ``Ssl_cipher``); they are
+    empty strings on a session without TLS.
+    """
+    cursor = connection.cursor()
+    try:
+        cursor.execute("SELECT CURRENT_USER(), VERSION()")
+        current_user, version = cursor.fetchone()
+        cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')")
+        status = {_text(name): _text(value) for name, value in cursor.fetchall()}
+    finally:
+        cursor.close()
+
+    return {
+        "current_user": _text(current_user),
+        "server_version": _text(version),
+        "tls_version": status.get("Ssl_version", ""),
+        "tls_cipher": status.get("Ssl_cipher", ""),
+    }
 
 
 def _text(value: Any) -> str:
