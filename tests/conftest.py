@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# mysql-connector-python 26.x's C extension links the newer OpenSSL it ships, and
-# imports only if nothing has loaded Python's ssl module yet; try it first of all.
+# mysql-connector-python 26.x's C extension links the newer OpenSSL it ships. It
+# imports only if nothing has loaded the system OpenSSL yet, so try it first of all.
 # NOTE: under pytest this still fails on Debian 12 (mysql-connector-python 26.10):
 # pytest has already loaded the system libcrypto before any conftest runs, and
 # the extension's bundled libssl needs OPENSSL_3.3.0 symbols from it. So

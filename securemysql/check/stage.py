@@ -1,4 +1,4 @@
-"""What stage functions share: the facts they record, the failure they raise, the run's state."""
+"""Shared parts of the stage functions: recorded facts, the failure they raise, the run state."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class StageFailed(Exception):
     """Raised by a stage function to end the run at this stage.
 
-    The message is the stage's one-line summary; ``problem`` holds the cause and
+    The message is the stage's one-line summary; ``problem`` contains the cause and
     the fix. Neither may contain an access token.
     """
 
@@ -62,8 +62,9 @@ class FactRecorder:
         status: Optional[str] = None,
     ) -> None:
         """Record one fact; ``text`` defaults to ``str(value)``."""
-        shown = text if text is not None else ("none" if value is None else str(value))
-        self.facts.append(Fact(key=key, label=label, value=value, text=shown, status=status))
+        if text is None:
+            text = "none" if value is None else str(value)
+        self.facts.append(Fact(key=key, label=label, value=value, text=text, status=status))
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class ResolvedAddress:
 
 @dataclass
 class RunState:
-    """What earlier stages hand to later ones during one run.
+    """State that earlier stages hand to later ones during one run.
 
     ``tcp_socket`` is the connection from the TCP stage, which the TLS stage
     takes over; ``connection`` is the driver connection from the

@@ -247,7 +247,7 @@ class Driver(abc.ABC):
         """Drop the driver's copy of the token from an open connection.
 
         Drivers keep the password for a later reconnect, which would send an
-        expired token anyway; dropping it keeps the secret out of memory dumps,
+        expired token anyway. Dropping it keeps the secret out of memory dumps,
         debuggers and pickles for the connection's whole life.
         """
 

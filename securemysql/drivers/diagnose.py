@@ -92,7 +92,7 @@ def _certificate_failure(
             verify_error, hostname=hostname, ca_source=ca_source, peer_certificate=certificate
         )
 
-    # The verify code already says the chain failed; the issuer is added here.
+    # The verify code already shows that the chain failed, so only the issuer is added here.
     error = translate_tls_failure(verify_error, hostname=hostname, ca_source=ca_source)
     issuer = _certificate_issuer(certificate)
     if not isinstance(error, CertificateVerificationError) or issuer is None:

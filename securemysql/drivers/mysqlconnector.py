@@ -367,9 +367,9 @@ class MySQLConnectorDriver(Driver):
         arguments = _common_arguments(params, token)
         # NOTE: libmysqlclient writes to the socket in C, so no SDK code checks
         # each write as the pure-Python guard does. The guarantee rests on
-        # libmysqlclient: with these arguments it stops with 2026 before the login
-        # packet when the server offers no TLS, the chain does not verify against
-        # ca_file or the certificate does not name host, and it rejects TLS 1.1
+        # libmysqlclient. With these arguments it stops with 2026 before the login
+        # packet in three cases: the server offers no TLS, the chain does not verify
+        # against ca_file, or the certificate does not name host. It rejects TLS 1.1
         # (tests/unit/test_drivers.py checks each case against a fake server).
         # tls_info() checks the negotiated cipher afterwards.
         arguments.update(

@@ -1,6 +1,6 @@
 """PyMySQL driver module.
 
-PyMySQL answers the server's switch to ``mysql_clear_password`` without any
+PyMySQL follows the server's switch to ``mysql_clear_password`` without any
 opt-in, and uses an ``ssl.SSLContext`` as given. Left alone it would also send
 the token in clear text to a server without TLS when no TLS arguments are set
 (PyMySQL 1.2), so this module adds a guard below the protocol code: before the

@@ -260,8 +260,8 @@ class RetryPolicy:
         if isinstance(exc, SecureMySQLError) and (
             outcome is not Outcome.TRANSIENT or not self.enabled
         ):
-            # Our own errors already say what failed and what to do; with retries off a
-            # transient one (say a token endpoint time-out) reaches the caller as itself.
+            # Our own errors already name what failed and what to do. With retries off, a
+            # transient one (a token endpoint time-out, for example) reaches the caller as is.
             return None
 
         number = error_number(exc)

@@ -48,7 +48,7 @@ _PORT_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class SandboxInfo:
-    """What a client needs to reach the sandbox; ``sandbox up --json`` prints this.
+    """Connection details of a running sandbox, as ``sandbox up --json`` prints them.
 
     ``env`` contains the variables that point ``azure-identity`` at the sandbox's
     managed-identity endpoint. Passwords of the native and admin users are for

@@ -121,12 +121,12 @@ class IdentityEndpoint:
 
     @property
     def request_count(self) -> int:
-        """Token requests received, faulty answers included."""
+        """Token requests received, faulty responses included."""
         with self._lock:
             return sum(self._status_counts.values())
 
     def status_counts(self) -> dict[int, int]:
-        """Requests received per HTTP status answered."""
+        """Requests received per HTTP status returned."""
         with self._lock:
             return dict(self._status_counts)
 
@@ -142,10 +142,10 @@ class IdentityEndpoint:
         duration: Optional[float] = None,
         delay: float = 30.0,
     ) -> None:
-        """Answer the next ``count`` requests, or all for ``duration`` seconds, with ``fault``.
+        """Respond to the next ``count`` requests, or all for ``duration`` seconds, with ``fault``.
 
         With neither limit the fault stays until ``clear_fault()``. ``delay`` is the
-        answer delay in seconds for ``Fault.DELAY``.
+        response delay in seconds for ``Fault.DELAY``.
         """
         active = _ActiveFault(
             fault=Fault(fault),

@@ -35,7 +35,7 @@ MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 
 @dataclass(frozen=True, repr=False)
 class TLSConfig:
-    """Where the CA certificates that verify the server come from, and which name to check.
+    """TLS trust settings: the source of the CA certificates, and the host name to check.
 
     At most one trust source may be set: ``ca_file`` (a PEM bundle),
     ``ca_path`` (an OpenSSL hashed certificate directory), ``ssl_context``

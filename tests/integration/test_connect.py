@@ -110,7 +110,7 @@ def test_unverifiable_tls_fails_before_token_sent(
     with pytest.raises(error):
         factory()
 
-    # The verifier sees every password the server receives: none arrived.
+    # The verifier receives every password the server gets, and it received none.
     assert sandbox.verifier.accepted == accepted
     assert len(sandbox.verifier.rejections) == rejected
 

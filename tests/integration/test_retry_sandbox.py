@@ -490,7 +490,7 @@ def test_sqlalchemy_wrapped_disconnect_is_transient(sandbox: Sandbox) -> None:
 
 
 def fill_connection_table(sandbox: Sandbox, limit: int) -> list[Any]:
-    """Open token connections until the server answers 1040; return the open ones."""
+    """Open token connections until the server returns 1040; return the open ones."""
     holder = make_factory(sandbox, RetryPolicy.disabled())
     open_connections: list[Any] = []
     for _ in range(limit + 1):
@@ -557,7 +557,7 @@ def test_unknown_database_fails_without_retry(
     with pytest.raises(ConnectionFailedError) as caught:
         factory()
 
-    # The token user has rights on one database only, so MariaDB answers 1044 (access
+    # The token user has rights on one database only, so MariaDB returns 1044 (access
     # denied to the database) rather than 1049, and does not reveal which databases exist.
     assert caught.value.attempts == 1
     assert caught.value.errno == 1044

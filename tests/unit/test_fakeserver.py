@@ -82,7 +82,7 @@ def test_auth_switch_mode_sends_switch_request() -> None:
 
 def test_handshake_mode_follows_up_for_password() -> None:
     # PyMySQL replies to a greeting naming mysql_clear_password with an empty
-    # response; the server then asks again with an AuthSwitchRequest.
+    # response; the server then requests it again with an AuthSwitchRequest.
     with FakeMySQLServer("no_tls", clear_password_via="handshake") as server:
         failed_connect(server)
 

@@ -1082,7 +1082,7 @@ def _status_response(status: int) -> SimpleNamespace:
     return SimpleNamespace(http_response=SimpleNamespace(status_code=status))
 
 
-# azure-identity 1.27 reports an App Service endpoint answering 500 or 429 like this.
+# azure-identity 1.27 reports an App Service endpoint that returns 500 or 429 like this.
 _NO_CONFIGURATION = (
     "DefaultAzureCredential failed to retrieve a token from the included credentials. "
     "ManagedIdentityCredential: App Service managed identity configuration not found in "
